@@ -1,0 +1,48 @@
+"""The ``mirage`` command line: a thin dispatcher over subcommand modules.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``;
+modules are imported only when their subcommand runs, so ``mirage --help`` stays fast and one broken
+optional dependency does not take the others down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mirage.demo", "synthetic scene -> memory -> reprojected views, PLY and images"),
+    "train": ("mirage.train.cli", "two-stage fine-tuning of the side branch and LoRA"),
+    "eval": ("mirage.eval.cli", "novel-view and closed-loop evaluation"),
+    "build-cache": ("mirage_ros.bag_tools", "build and save the memory from a ROS 2 bag (no ROS graph)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mirage", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        build_parser().parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"mirage {name}: cannot import {module_name}: {exc}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"mirage {name}", description=help_text)
+    module.add_arguments(parser)
+    return int(module.main(parser.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
