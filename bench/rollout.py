@@ -1,0 +1,172 @@
+"""End-to-end rollout cost: latent memory vs the RGB point-cloud cache vs no memory, one run, same loop.
+
+    python bench/rollout.py                     # CPU: tiny model (random weights), 128x192, 4 chunks
+    python bench/rollout.py --device cuda       # GPU: Wan2.2-TI2V-5B shapes, random weights, 704x1280, bf16
+    python bench/rollout.py --frames 17 --steps 4 --height 64 --width 96   # quick
+
+Every variant runs :meth:`MirageWorldModel.rollout` on the same procedural room (``mirage.scenes``), the same
+trajectory, seed and number of denoising steps:
+
+* latent memory: ``LatentSpatialMemory`` read at latent resolution (one z-buffer pass per chunk), updated
+  by re-encoding each new representative frame alone and back-projecting it;
+* RGB cache: ``RGBPointCache`` (via ``mirage.rgb_memory.RGBCacheMemory``): every chunk rasterises each
+  target view at pixel resolution and VAE-encodes it (paper Eq. 2); updates store pixels;
+* no memory: the same model without any readout or update (side branch skipped).
+
+Each variant runs ``--repeats`` times, interleaved; the run with the median total is reported.
+Depth of generated frames is the scene's ground truth, rendered before timing (an estimator would cost
+the same in both memory variants). Times are seconds per generated frame, split by phase; peak memory is
+``torch.cuda.max_memory_allocated`` per variant on a GPU (on CPU only the whole process's peak RSS is
+printed). Prints a markdown table and ratios vs the RGB cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+
+import torch
+
+from mirage.depth import GivenDepth
+from mirage.rollout import PHASES
+from mirage.world_model import MirageWorldModel
+
+VARIANTS = ("latent memory", "RGB cache", "no memory")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--frames", type=int, default=None, help="frames per rollout (1 + 4m); default 4 chunks")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's 20)")
+    p.add_argument("--height", type=int, default=None, help="image height (default 128 CPU, 704 GPU)")
+    p.add_argument("--width", type=int, default=None, help="image width (default 192 CPU, 1280 GPU)")
+    p.add_argument("--chunks", type=int, default=None, help="chunks per rollout without --frames (4 CPU, 2 GPU)")
+    p.add_argument("--scene-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=None, help="timed rollouts per variant, median reported "
+                   "(3 CPU, 1 GPU: a 5B rollout takes about a minute)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave as is)")
+    return p.parse_args(argv)
+
+
+def build_model(args, device: torch.device) -> MirageWorldModel:
+    if device.type == "cuda":
+        overrides = dict(height=args.height or 704, width=args.width or 1280)
+        return MirageWorldModel.from_pretrained("wan22_5b-random", device=device, torch_dtype=torch.bfloat16,
+                                                **overrides)
+    return MirageWorldModel.from_pretrained("tiny", height=args.height or 128, width=args.width or 192)
+
+
+def peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_variant(model, variant: str, K, c2w, depth, first, args, device):
+    from mirage.rgb_cache import RGBPointCache
+    from mirage.rgb_memory import RGBCacheMemory
+
+    memory, mode = None, "full"
+    if variant == "latent memory":
+        memory = model.new_memory(voxel_size=None)
+    elif variant == "RGB cache":
+        memory = RGBCacheMemory(RGBPointCache(device=device), model.encode_images, model.backbone.latent_channels)
+    else:
+        mode = "no_memory"
+    if memory is not None:
+        model.observe(memory, first, depth[0], K, c2w[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    result = model.rollout(memory, K, c2w, first_frame=first, seed=args.seed, num_inference_steps=args.steps,
+                           mode=mode)
+    cache_bytes = memory.stats()["bytes"] if memory is not None else 0
+    return result, cache_bytes, peak_mib(device)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available: the 5B benchmark needs a GPU; run without --device cuda for the tiny CPU one.")
+        return 0
+    if device.type == "cpu":
+        print("No CUDA: tiny configuration on CPU (the full 5B configuration at 704x1280 runs with --device cuda).")
+
+    from mirage.scenes import Scene
+
+    gpu = device.type == "cuda"
+    args.chunks = args.chunks or (2 if gpu else 4)
+    args.repeats = args.repeats or (1 if gpu else 3)
+
+    t0 = time.perf_counter()
+    model = build_model(args, device)
+    H, W = model.image_size
+    new_per_chunk = 4 * (model.config.chunk_latent_frames - model.config.context_latent_frames)
+    T = args.frames or 1 + 4 * (model.config.chunk_latent_frames - 1) + (args.chunks - 1) * new_per_chunk
+    scene = Scene.random(args.scene_seed, num_objects=6)
+    K = scene.default_intrinsics(H, W)
+    c2w = scene.trajectory("forward", T)
+    frames = scene.render_batch(K.to(device), c2w.to(device), H, W)  # renders where the tensors live
+    depth = frames.depth.cpu()
+    first = frames.rgb[0].cpu()
+    steps = args.steps or model.config.num_inference_steps
+    print(f"model: {model.backbone!r}; {H}x{W}, {T} frames in chunks of {model.chunk_frames}, {steps} steps "
+          f"(set up in {time.perf_counter() - t0:.1f} s)")
+
+    model.depth_provider = GivenDepth(depth)
+    warm_T = 1 + 4 * (model.config.chunk_latent_frames - 1)
+    for variant in VARIANTS:  # warm-up: first calls allocate and (on GPU) pick kernels
+        run_variant(model, variant, K, c2w[:warm_T], depth, first, argparse.Namespace(**{**vars(args), "steps": 1}),
+                    device)
+
+    runs = {variant: [] for variant in VARIANTS}
+    for repeat in range(args.repeats):  # interleaved, so load changes on a shared machine hit all variants
+        for variant in VARIANTS:
+            out = run_variant(model, variant, K, c2w, depth, first, args, device)
+            runs[variant].append(out)
+            print(f"  run {repeat + 1}/{args.repeats} {variant}: {out[0].seconds_per_frame:.4f} s/frame",
+                  file=sys.stderr)
+    # the run with the median total time stands for each variant (its phases add up to its total)
+    rows = {v: sorted(r, key=lambda o: o[0].seconds_per_frame)[len(r) // 2] for v, r in runs.items()}
+
+    generated = T - 1
+    print()
+    print("| variant | s / frame | " + " | ".join(f"{p} (ms/frame)" for p in PHASES) +
+          " | cache (MiB) | peak GPU (MiB) |")
+    print("|" + " --- |" * (len(PHASES) + 4))
+    for variant, (result, cache_bytes, peak) in rows.items():
+        phases = " | ".join(f"{1000 * result.timings[p] / generated:.2f}" for p in PHASES)
+        print(f"| {variant} | {result.seconds_per_frame:.4f} | {phases} | {cache_bytes / 2**20:.2f} | "
+              f"{f'{peak:.0f}' if gpu else '-'} |")
+    if not gpu:
+        print(f"\n(CPU: no per-variant peak; the whole process peaked at {peak_mib(device):.0f} MiB RSS)")
+
+    rgb, latent = rows["RGB cache"][0], rows["latent memory"][0]
+
+    def memory_cost(r):
+        return r.timings["memory_read"] + r.timings["memory_update"]
+
+    print()
+    print(f"- end to end: latent memory is {rgb.seconds_per_frame / latent.seconds_per_frame:.2f}x faster per "
+          f"frame than the RGB cache ({rgb.seconds_per_frame:.4f} vs {latent.seconds_per_frame:.4f} s/frame)")
+    print(f"- memory read: {rgb.timings['memory_read'] / max(latent.timings['memory_read'], 1e-9):.1f}x faster; "
+          f"read + update: {memory_cost(rgb) / max(memory_cost(latent), 1e-9):.1f}x faster")
+    print(f"- cache size: {rows['RGB cache'][1] / max(rows['latent memory'][1], 1):.1f}x smaller")
+    nomem = rows["no memory"][0]
+    print(f"- overhead of the latent memory over no memory: "
+          f"{100 * (latent.seconds_per_frame / nomem.seconds_per_frame - 1):.1f}% per frame")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Launch the mirage node (optionally with the synthetic camera, a bag replay and RViz).
+
+    ros2 launch mirage_ros mirage.launch.py                                  # node only, live camera topics
+    ros2 launch mirage_ros mirage.launch.py synthetic:=true rviz:=true       # self-contained demo
+    ros2 launch mirage_ros mirage.launch.py bag:=/path/to/bag                # replay with /clock (sim time)
+    ros2 launch mirage_ros mirage.launch.py rgb_topic:=/camera/color/image_raw \
+        depth_topic:=/camera/aligned_depth_to_color/image_raw camera_info_topic:=/camera/color/camera_info
+
+Arguments: use_sim_time, namespace, params_file, rgb_topic, depth_topic, camera_info_topic, rviz, rviz_config,
+log_level, synthetic, bag, bag_rate.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node, PushRosNamespace
+
+
+def _bag_replay(context):
+    bag = LaunchConfiguration("bag").perform(context)
+    if not bag:
+        return []
+    remaps = []
+    for key, recorded in (("rgb_topic", "/rgb/image"), ("depth_topic", "/depth/image"),
+                          ("camera_info_topic", "/rgb/camera_info")):
+        topic = LaunchConfiguration(key).perform(context)
+        namespace = LaunchConfiguration("namespace").perform(context).strip("/")
+        target = topic if topic.startswith("/") else "/" + "/".join(p for p in (namespace, topic) if p)
+        remaps += ["--remap", f"{recorded}:={target}"]
+    return [ExecuteProcess(
+        cmd=["python3", "-m", "mirage_ros.bag_replay", bag, "--rate", LaunchConfiguration("bag_rate").perform(context),
+             *remaps],
+        output="screen", name="mirage_bag_replay")]
+
+
+def generate_launch_description():
+    share = get_package_share_directory("mirage_ros")
+    use_sim_time = LaunchConfiguration("use_sim_time")
+    bag_given = PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])
+    sim_time = PythonExpression(["'", use_sim_time, "'.lower() == 'true' or ", bag_given])
+    remappings = [
+        ("rgb/image", LaunchConfiguration("rgb_topic")),
+        ("depth/image", LaunchConfiguration("depth_topic")),
+        ("rgb/camera_info", LaunchConfiguration("camera_info_topic")),
+    ]
+    log_args = ["--ros-args", "--log-level", LaunchConfiguration("log_level")]
+    return LaunchDescription([
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (true with bag:=)."),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node (and camera)."),
+        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "mirage.yaml"),
+                              description="Node parameters (YAML)."),
+        DeclareLaunchArgument("rgb_topic", default_value="rgb/image", description="Colour image input."),
+        DeclareLaunchArgument("depth_topic", default_value="depth/image",
+                              description="Depth input registered to the colour camera (16UC1 mm or 32FC1 m)."),
+        DeclareLaunchArgument("camera_info_topic", default_value="rgb/camera_info",
+                              description="CameraInfo of the colour camera."),
+        DeclareLaunchArgument("rviz", default_value="false", description="Start RViz with config/mirage.rviz."),
+        DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, "config", "mirage.rviz")),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error."),
+        DeclareLaunchArgument("synthetic", default_value="false",
+                              description="Also start the synthetic RGB-D camera (publishes the input topics)."),
+        DeclareLaunchArgument("bag", default_value="", description="Replay this bag with /clock (sim time)."),
+        DeclareLaunchArgument("bag_rate", default_value="1.0", description="Bag playback speed."),
+        PushRosNamespace(LaunchConfiguration("namespace")),
+        Node(
+            package="mirage_ros", executable="mirage_node", name="mirage", output="screen",
+            parameters=[LaunchConfiguration("params_file"), {"use_sim_time": sim_time}],
+            remappings=remappings, arguments=log_args),
+        Node(
+            package="mirage_ros", executable="synthetic_camera", name="synthetic_camera", output="screen",
+            condition=IfCondition(LaunchConfiguration("synthetic")),
+            parameters=[{"use_sim_time": sim_time}], remappings=remappings, arguments=log_args),
+        OpaqueFunction(function=_bag_replay),
+        Node(
+            package="rviz2", executable="rviz2", name="rviz2", output="screen",
+            condition=IfCondition(LaunchConfiguration("rviz")),
+            arguments=["-d", LaunchConfiguration("rviz_config")],
+            parameters=[{"use_sim_time": sim_time}]),
+    ])

@@ -1,0 +1,99 @@
+"""``mirage eval``: novel-view and closed-loop evaluation of the memory methods on held-out synthetic scenes.
+
+Example::
+
+    mirage eval --model mirage-tiny --methods latent rgb_cache none reprojection --scenes 8 --frames medium \\
+        --output runs/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mirage.eval.closed_loop import FRAME_PRESETS
+from mirage.eval.methods import METHODS
+
+__all__ = ["add_arguments", "main"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny", help="world model: built-in name or trained directory")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--scenes", type=int, default=4, help="held-out synthetic scenes (default 4)")
+    parser.add_argument("--frames", default="medium",
+                        help="out-and-back length: small (9), medium (17), large (33) or an odd 1 + 4k number")
+    parser.add_argument("--data", choices=("synthetic", "re10k"), default="synthetic",
+                        help="held-out synthetic out-and-back scenes, or RealEstate10K-format clips (novel view only)")
+    parser.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
+    parser.add_argument("--frame-stride", type=int, default=1, help="re10k: take every n-th frame")
+    parser.add_argument("--paths", nargs="+", default=["forward", "turn", "orbit"], help="outgoing path kinds")
+    parser.add_argument("--num-dynamic", type=int, default=0, help="moving objects per scene")
+    parser.add_argument("--scene-seed", type=int, help="first scene seed (default: the held-out range)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--height", type=int, help="override the model's image height")
+    parser.add_argument("--width", type=int, help="override the model's image width")
+    parser.add_argument("--estimated-depth", action="store_true",
+                        help="depth of generated frames from the model's depth provider instead of ground truth")
+    parser.add_argument("--lpips-dir", help="local LPIPS weights (else $MIRAGE_LPIPS_DIR; skipped when absent)")
+    parser.add_argument("--no-videos", action="store_true")
+    parser.add_argument("--output", required=True, help="directory for results.md, results.json, videos/")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _frames(text: str) -> int:
+    if text in FRAME_PRESETS:
+        return FRAME_PRESETS[text]
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--frames must be one of {list(FRAME_PRESETS)} or a number, got {text!r}") from None
+    if n < 5 or (n - 1) % 4 or n % 2 == 0:
+        raise ValueError(f"--frames must be 1 + 4k with k >= 1 (odd, out-and-back), got {n}")
+    return n
+
+
+def _re10k_clips(args, frames: int, image_size) -> list:
+    from mirage.data.re10k import RealEstate10KDataset
+
+    if not args.data_root:
+        raise ValueError("--data re10k needs --data-root")
+    dataset = RealEstate10KDataset(args.data_root, num_frames=frames, image_size=image_size,
+                                   frame_stride=args.frame_stride)
+    if len(dataset) == 0:
+        raise ValueError(f"no usable clip in {args.data_root}")
+    return [dataset[i] for i in range(min(len(dataset), args.scenes))]
+
+
+def main(args) -> int:
+    from mirage.data.synthetic import EVAL_SEED_OFFSET
+    from mirage.eval.closed_loop import evaluation_clips
+    from mirage.eval.evaluate import evaluate
+    from mirage.eval.report import markdown_table
+    from mirage.train.export import load_world_model
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        frames = _frames(args.frames)
+        sizes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k) is not None}
+        world_model = load_world_model(args.model, **sizes)
+        seed0 = EVAL_SEED_OFFSET if args.scene_seed is None else args.scene_seed
+        if args.data == "re10k":
+            clips = _re10k_clips(args, frames, world_model.image_size)
+            source = f"re10k {args.data_root} ({len(clips)} clips)"
+        else:
+            clips = evaluation_clips(args.scenes, frames, world_model.image_size, seed=seed0, paths=args.paths,
+                                     num_dynamic=args.num_dynamic)
+            source = f"synthetic scene seeds {seed0}..{seed0 + args.scenes - 1}"
+        out = evaluate(world_model, clips, args.output, args.methods, num_inference_steps=args.steps, seed=args.seed,
+                       gt_depth=not args.estimated_depth, lpips_dir=args.lpips_dir, videos=not args.no_videos,
+                       settings={"model": str(args.model), "data": source},
+                       progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mirage eval: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(out["table"], out["notes"]))
+    print(f"written to {args.output}/results.md, results.json" + ("" if args.no_videos else ", videos/"))
+    return 0

@@ -1,0 +1,107 @@
+"""Evaluation outputs: a results table (markdown + JSON) and side-by-side videos."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["METRICS", "HIGHER_IS_BETTER", "summarize", "markdown_table", "write_report", "side_by_side",
+           "write_video"]
+
+METRICS = ("PSNR", "SSIM", "LPIPS", "PSNR_C", "SSIM_C", "LPIPS_C", "PSNR_self")
+HIGHER_IS_BETTER = {"PSNR": True, "SSIM": True, "LPIPS": False, "PSNR_C": True, "SSIM_C": True, "LPIPS_C": False,
+                    "PSNR_self": True}
+
+
+def summarize(per_clip: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """{method: {clip: {metric: value}}} -> {method: {metric: mean over clips}} (NaN if skipped everywhere)."""
+    table = {}
+    for method, clips in per_clip.items():
+        row = {}
+        for metric in METRICS:
+            vals = [c[metric] for c in clips.values() if metric in c and not math.isnan(c[metric])]
+            row[metric] = float(np.mean(vals)) if vals else float("nan")
+        table[method] = row
+    return table
+
+
+def markdown_table(table: dict[str, dict[str, float]], notes: Sequence[str] = ()) -> str:
+    arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in METRICS}
+    lines = ["| method | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " |",
+             "|---|" + "---|" * len(METRICS)]
+    for method, row in table.items():
+        cells = []
+        for m in METRICS:
+            v = row.get(m, float("nan"))
+            cells.append("n/a" if math.isnan(v) else (f"{v:.2f}" if "PSNR" in m else f"{v:.4f}"))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    out = "\n".join(lines) + "\n"
+    if notes:
+        out += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return out
+
+
+def write_report(directory: str | os.PathLike, per_clip: dict, settings: dict, notes: Sequence[str] = ()) -> dict:
+    """Write ``results.json`` (settings, table, per-clip values) and ``results.md``; returns the table."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    table = summarize(per_clip)
+
+    def clean(x):
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return x
+
+    with open(directory / "results.json", "w") as f:
+        json.dump({"settings": settings, "table": clean(table), "per_clip": clean(per_clip), "notes": list(notes)},
+                  f, indent=2)
+    header = "# mirage eval\n\n" + "\n".join(f"- {k}: {v}" for k, v in settings.items()) + "\n\n"
+    (directory / "results.md").write_text(header + markdown_table(table, notes))
+    return table
+
+
+def _label(panel: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    out = panel.copy()
+    scale = max(0.3, panel.shape[0] / 256)
+    cv2.putText(out, text, (2, int(12 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.5, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def side_by_side(videos: dict[str, torch.Tensor]) -> np.ndarray:
+    """{label: (T, 3, H, W) in [0, 1]} -> (T, H, W * n, 3) uint8, panels in the given order, labelled."""
+    if not videos:
+        raise ValueError("side_by_side needs at least one video")
+    shapes = {tuple(v.shape) for v in videos.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"videos must share (T, 3, H, W), got {sorted(shapes)}")
+    rows = []
+    for label, video in videos.items():
+        frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        rows.append(np.stack([_label(f, label) for f in frames]))
+    return np.concatenate(rows, axis=2)
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Path:
+    """(T, H, W, 3) uint8 -> an mp4 (H.264 through imageio-ffmpeg); sizes padded to even numbers."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    T, H, W, _ = frames.shape
+    pad_h, pad_w = (-H) % 16, (-W) % 16
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=16) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return path

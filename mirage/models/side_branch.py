@@ -1,0 +1,188 @@
+"""Memory side branch: a ControlNet / VACE-style hint stream that injects the memory readout.
+
+Input ("hint") per latent cell: the memory readout latents (48 channels) and the visibility mask (1 channel),
+optionally followed by the 6 Plücker ray channels (``concat_rays=True``). By default the rays are *not*
+concatenated: the camera embedding is added to the backbone's patch tokens, and those tokens seed the hint
+stream (``proj_in``), so the branch already sees the camera without spending 6 more input channels.
+
+Structure (diffusers' ``WanVACETransformer3DModel``, rebuilt because it rejects the 5B model's per-token
+timesteps):
+
+    hint tokens  = hint_patch_embedding(hint)                          (B, S, D)
+    c_0          = hint_blocks[0].proj_in(hint tokens) + x_0           x_0: backbone patch tokens
+    c_k          = hint_blocks[k](c_{k-1})                             a copy of backbone block injection_layers[k]
+    skip_k       = hint_blocks[k].proj_out(c_k)                        added after backbone block injection_layers[k]
+
+``proj_in`` and every ``proj_out`` start at zero, so a fresh branch leaves the backbone's output unchanged
+bit for bit while gradients still reach every weight (ControlNet's zero-convolution trick).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
+
+from mirage.models.configs import LATENT_CHANNELS
+from mirage.models.dtypes import cast_module
+from mirage.models.placement import execution_device
+
+__all__ = ["MemoryHintBlock", "MemorySideBranch", "default_injection_layers"]
+
+MASK_CHANNELS = 1
+RAY_CHANNELS = 6
+
+
+def default_injection_layers(num_layers: int, every: int = 2) -> list[int]:
+    """Backbone blocks that receive a hint: 0, every, 2*every, ... (15 of 30 for the 5B model)."""
+    return list(range(0, num_layers, every))
+
+
+class MemoryHintBlock(WanTransformerBlock):
+    """A Wan transformer block on the hint stream, with zero-init input / output projections.
+
+    Accepts the same ``temb`` as the backbone blocks: (B, 6, D) or per-token (B, S, 6, D).
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, qk_norm: str | None = "rms_norm_across_heads",
+                 cross_attn_norm: bool = True, eps: float = 1e-6, has_proj_in: bool = False):
+        super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps)
+        self.proj_in = nn.Linear(dim, dim) if has_proj_in else None
+        self.proj_out = nn.Linear(dim, dim)
+        self.zero_init_projections()
+
+    def zero_init_projections(self) -> None:
+        for proj in (self.proj_in, self.proj_out):
+            if proj is not None:
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
+
+    def forward(self, hint: torch.Tensor, backbone_tokens: torch.Tensor | None, encoder_hidden_states: torch.Tensor,
+                temb: torch.Tensor, rotary_emb) -> tuple[torch.Tensor, torch.Tensor]:
+        """hint, backbone_tokens: (B, S, D). Returns (skip (B, S, D) to add to the backbone, next hint)."""
+        if self.proj_in is not None:
+            hint = self.proj_in(hint) + backbone_tokens
+        hint = super().forward(hint, encoder_hidden_states, temb, rotary_emb)
+        return self.proj_out(hint), hint
+
+
+class MemorySideBranch(ModelMixin, ConfigMixin):
+    """Hint stream that turns the memory readout into per-block additions to the backbone hidden states.
+
+    Args:
+        injection_layers: backbone block indices that receive a hint, strictly increasing.
+        num_backbone_layers: depth of the backbone (validated against the transformer it runs with).
+        concat_rays: also feed the 6 Plücker ray channels to the hint patch embedding.
+        Other arguments mirror ``WanTransformer3DModel`` and must match the backbone.
+    """
+
+    _supports_gradient_checkpointing = True
+    _keep_in_fp32_modules = list(WanTransformer3DModel._keep_in_fp32_modules)
+    _no_split_modules = ["MemoryHintBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        injection_layers: Sequence[int] = (0,),
+        num_backbone_layers: int = 30,
+        num_attention_heads: int = 24,
+        attention_head_dim: int = 128,
+        ffn_dim: int = 14336,
+        patch_size: Sequence[int] = (1, 2, 2),
+        latent_channels: int = LATENT_CHANNELS,
+        concat_rays: bool = False,
+        qk_norm: str | None = "rms_norm_across_heads",
+        cross_attn_norm: bool = True,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        layers = [int(i) for i in injection_layers]
+        if not layers or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= num_backbone_layers:
+            raise ValueError(f"injection_layers must be strictly increasing indices in [0, {num_backbone_layers}), "
+                             f"got {list(injection_layers)}")
+        dim = num_attention_heads * attention_head_dim
+        self.hint_patch_embedding = nn.Conv3d(self.hint_channels, dim, kernel_size=tuple(patch_size),
+                                              stride=tuple(patch_size))
+        self.hint_blocks = nn.ModuleList(
+            MemoryHintBlock(dim, ffn_dim, num_attention_heads, qk_norm, cross_attn_norm, eps, has_proj_in=(k == 0))
+            for k in range(len(layers))
+        )
+        self.gradient_checkpointing = False
+
+    @property
+    def hint_channels(self) -> int:
+        """Input channels: readout latents + visibility mask (+ rays)."""
+        return int(self.config.latent_channels) + MASK_CHANNELS + (RAY_CHANNELS if self.config.concat_rays else 0)
+
+    @property
+    def injection_layers(self) -> list[int]:
+        return [int(i) for i in self.config.injection_layers]
+
+    @classmethod
+    def from_transformer(cls, transformer: WanTransformer3DModel, injection_layers: Sequence[int] | None = None,
+                         concat_rays: bool = False, copy_weights: bool = True) -> "MemorySideBranch":
+        """A branch sized for ``transformer``, its hint blocks initialised as copies of the injected blocks."""
+        cfg = transformer.config
+        layers = default_injection_layers(cfg.num_layers) if injection_layers is None else list(injection_layers)
+        with execution_device(transformer):  # build in place: a 5B-sized branch on CPU first would take ~40 s
+            branch = cls(
+                injection_layers=layers, num_backbone_layers=cfg.num_layers,
+                num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
+                ffn_dim=cfg.ffn_dim, patch_size=tuple(cfg.patch_size), latent_channels=cfg.in_channels,
+                concat_rays=concat_rays, qk_norm=cfg.qk_norm, cross_attn_norm=cfg.cross_attn_norm, eps=cfg.eps,
+            )
+        cast_module(branch, transformer.dtype)
+        if copy_weights and transformer.device.type != "meta":
+            branch.copy_backbone_blocks(transformer)
+        return branch
+
+    def copy_backbone_blocks(self, transformer: WanTransformer3DModel) -> None:
+        """Load each hint block with the weights of the backbone block it is injected after."""
+        for block, layer in zip(self.hint_blocks, self.injection_layers):
+            missing, unexpected = block.load_state_dict(transformer.blocks[layer].state_dict(), strict=False)
+            if unexpected or any(not k.startswith(("proj_in.", "proj_out.")) for k in missing):
+                raise ValueError(f"backbone block {layer} does not match the hint block layout "
+                                 f"(missing {missing}, unexpected {unexpected})")
+
+    def check_compatible(self, transformer: WanTransformer3DModel) -> None:
+        """Raise ValueError unless this branch fits ``transformer``'s width, depth and patch size."""
+        cfg, own = transformer.config, self.config
+        pairs = {
+            "num_backbone_layers": (own.num_backbone_layers, cfg.num_layers),
+            "num_attention_heads": (own.num_attention_heads, cfg.num_attention_heads),
+            "attention_head_dim": (own.attention_head_dim, cfg.attention_head_dim),
+            "patch_size": (tuple(own.patch_size), tuple(cfg.patch_size)),
+            "latent_channels": (own.latent_channels, cfg.in_channels),
+        }
+        bad = {k: v for k, v in pairs.items() if v[0] != v[1]}
+        if bad:
+            raise ValueError("side branch does not fit the backbone: " +
+                             ", ".join(f"{k} {a} != backbone {b}" for k, (a, b) in bad.items()))
+
+    def forward(self, hint: torch.Tensor, backbone_tokens: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                temb: torch.Tensor, rotary_emb) -> list[torch.Tensor]:
+        """Compute the per-layer additions.
+
+        hint: (B, hint_channels, F, h, w); backbone_tokens: (B, S, D) patch tokens of the backbone input
+        (S = F*h*w / prod(patch)); encoder_hidden_states: (B, L, D) after the backbone's text projection;
+        temb: (B, 6, D) or (B, S, 6, D); rotary_emb: the backbone's RoPE tables.
+        Returns one (B, S, D) tensor per entry of ``injection_layers``.
+        """
+        tokens = self.hint_patch_embedding(hint.to(self.hint_patch_embedding.weight.dtype))
+        tokens = tokens.flatten(2).transpose(1, 2).contiguous()
+        if tokens.shape != backbone_tokens.shape:
+            raise ValueError(f"hint tokens {tuple(tokens.shape)} do not match backbone tokens "
+                             f"{tuple(backbone_tokens.shape)}")
+        skips = []
+        for block in self.hint_blocks:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                skip, tokens = torch.utils.checkpoint.checkpoint(
+                    block, tokens, backbone_tokens, encoder_hidden_states, temb, rotary_emb, use_reentrant=False)
+            else:
+                skip, tokens = block(tokens, backbone_tokens, encoder_hidden_states, temb, rotary_emb)
+            skips.append(skip)
+        return skips

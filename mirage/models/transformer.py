@@ -1,0 +1,267 @@
+"""MirageTransformer: the Wan2.2 backbone with the memory side branch and camera (Plücker) control.
+
+The forward pass re-runs diffusers' ``WanTransformer3DModel.forward`` step by step on the backbone's own
+modules (so LoRA adapters injected by peft, offload hooks and per-token timesteps behave exactly as in
+diffusers) and adds two things:
+
+* the camera embedding of the rays, added to the patch tokens before the blocks;
+* the side branch's per-layer skips, added after the matching backbone blocks.
+
+Both start at zero, so a fresh MirageTransformer reproduces the backbone's output bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
+
+from mirage.models.camera_embedding import RAY_CHANNELS, PluckerEmbedding
+from mirage.models.placement import execution_device
+from mirage.models.side_branch import MemorySideBranch
+
+__all__ = ["MirageTransformer", "per_token_timesteps"]
+
+
+def per_token_timesteps(frame_timesteps: torch.Tensor, latent_size: Sequence[int],
+                        patch_size: Sequence[int] = (1, 2, 2)) -> torch.Tensor:
+    """Expand one timestep per latent frame to one per token (Wan2.2 TI2V ``expand_timesteps``).
+
+    frame_timesteps: (F,) or (B, F), e.g. 0 for clean context frames and t for frames being denoised.
+    latent_size: (h, w) of the latent grid. Returns (B, F/p_t * h/p_h * w/p_w) in token order (f, y, x).
+    """
+    ts = frame_timesteps if frame_timesteps.ndim == 2 else frame_timesteps[None]
+    p_t, p_h, p_w = (int(p) for p in patch_size)
+    h, w = int(latent_size[0]), int(latent_size[1])
+    if ts.ndim != 2 or ts.shape[1] % p_t or h % p_h or w % p_w:
+        raise ValueError(f"frame_timesteps {tuple(frame_timesteps.shape)} / latent size {h}x{w} do not fit "
+                         f"patch size {tuple(patch_size)}")
+    ts = ts[:, ::p_t]
+    return ts[:, :, None].expand(ts.shape[0], ts.shape[1], (h // p_h) * (w // p_w)).reshape(ts.shape[0], -1)
+
+
+class MirageTransformer(nn.Module):
+    """Backbone transformer + :class:`MemorySideBranch` + :class:`PluckerEmbedding`.
+
+    Attributes:
+        backbone: ``WanTransformer3DModel`` (frozen in stage 1, LoRA in stage 2).
+        side_branch: ``MemorySideBranch`` or None (then memory inputs are rejected).
+        camera_embedding: ``PluckerEmbedding`` or None (then rays are rejected).
+    """
+
+    def __init__(self, backbone: WanTransformer3DModel, side_branch: MemorySideBranch | None = None,
+                 camera_embedding: PluckerEmbedding | None = None):
+        super().__init__()
+        if side_branch is not None:
+            side_branch.check_compatible(backbone)
+        if camera_embedding is not None and camera_embedding.config.inner_dim != self._inner_dim(backbone):
+            raise ValueError(f"camera embedding width {camera_embedding.config.inner_dim} != backbone width "
+                             f"{self._inner_dim(backbone)}")
+        self.backbone = backbone
+        self.side_branch = side_branch
+        self.camera_embedding = camera_embedding
+        self.gradient_checkpointing = False
+
+    @classmethod
+    def from_backbone(cls, backbone: WanTransformer3DModel, injection_layers: Sequence[int] | None = None,
+                      concat_rays: bool = False, side_branch: bool = True, camera: bool = True) -> "MirageTransformer":
+        """Fresh (zero-initialised) side branch and camera embedding for ``backbone``.
+
+        injection_layers default to every other block (0, 2, 4, ...), the hint blocks start as copies of them.
+        """
+        branch = MemorySideBranch.from_transformer(backbone, injection_layers, concat_rays) if side_branch else None
+        cam = PluckerEmbedding.from_transformer(backbone) if camera else None
+        return cls(backbone, branch, cam)
+
+    # ------------------------------------------------------------------ properties
+    @staticmethod
+    def _inner_dim(backbone) -> int:
+        return int(backbone.config.num_attention_heads * backbone.config.attention_head_dim)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(int(p) for p in self.backbone.config.patch_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone computes (its offload execution device when CPU offload is on)."""
+        return execution_device(self.backbone)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.dtype
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = True
+        if self.side_branch is not None:
+            self.side_branch.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = False
+        if self.side_branch is not None:
+            self.side_branch.gradient_checkpointing = False
+
+    def set_trainable(self, stage: str) -> list[nn.Parameter]:
+        """Select trainable parameters for a training stage and return them.
+
+        "side_branch" (stage 1): side branch + camera embedding; the backbone frozen.
+        "lora" (stage 2): side branch + camera embedding + LoRA adapter weights (attach LoRA first).
+        "none": everything frozen.
+        """
+        if stage not in ("side_branch", "lora", "none"):
+            raise ValueError(f"stage must be 'side_branch', 'lora' or 'none', got {stage!r}")
+        if stage == "lora" and not any("lora_" in n for n, _ in self.backbone.named_parameters()):
+            raise ValueError("stage 'lora' needs a LoRA adapter: call mirage.models.lora.add_lora first")
+        self.requires_grad_(False)
+        if stage != "none":
+            for module in self.adapter_modules().values():
+                module.requires_grad_(True)
+        if stage == "lora":
+            for n, p in self.backbone.named_parameters():
+                if "lora_" in n:
+                    p.requires_grad_(True)
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def adapter_modules(self) -> dict[str, nn.Module]:
+        """The modules mirage trains besides LoRA: {"side_branch": ..., "camera_embedding": ...} (present ones)."""
+        return {k: m for k, m in (("side_branch", self.side_branch), ("camera_embedding", self.camera_embedding))
+                if m is not None}
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        memory_latents: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        rays: torch.Tensor | None = None,
+        memory_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Flow prediction for noisy latents.
+
+        hidden_states: (B, C=48, F, h, w) noisy latents (h, w divisible by the patch size 2).
+        timestep: (B,) or per-token (B, F*(h//2)*(w//2)) in [0, 1000] (a scalar is broadcast).
+        encoder_hidden_states: (B, L, text_dim) (B may be 1 and is then broadcast).
+        memory_latents: (B, 48, F, h, w) memory readout (zeros where unseen) — needs ``memory_mask``.
+        memory_mask: (B, 1, F, h, w) visibility (bool or float; 1 = seen).
+        rays: (B, 6, F, h, w) Plücker rays per latent cell (see ``latent_rays``).
+        memory_scale: multiplier of the side branch's contributions (0 disables the memory).
+        Returns (B, 48, F, h, w) in the backbone's dtype.
+        """
+        bb = self.backbone
+        offload_hook = getattr(bb, "_hf_hook", None)
+        if offload_hook is not None:  # model-level CPU offload: the hook sits on bb.forward, which we bypass
+            offload_hook.pre_forward(bb)
+        timestep, encoder_hidden_states = self._check_inputs(hidden_states, timestep, encoder_hidden_states,
+                                                             memory_latents, memory_mask, rays)
+        batch, _, frames, height, width = hidden_states.shape
+        p_t, p_h, p_w = self.patch_size
+        pf, ph, pw = frames // p_t, height // p_h, width // p_w
+        hidden_states = hidden_states.to(self.dtype)
+
+        rotary_emb = bb.rope(hidden_states)
+        x = bb.patch_embedding(hidden_states)
+        if rays is not None and self.camera_embedding is not None:
+            x = x + self.camera_embedding(rays).to(x.dtype)
+        x = x.flatten(2).transpose(1, 2).contiguous()  # (B, S, D)
+
+        ts_seq_len = None
+        if timestep.ndim == 2:
+            ts_seq_len = timestep.shape[1]
+            timestep = timestep.flatten()
+        temb, timestep_proj, encoder_hidden_states, _ = bb.condition_embedder(
+            timestep, encoder_hidden_states, None, timestep_seq_len=ts_seq_len)
+        timestep_proj = timestep_proj.unflatten(2 if ts_seq_len is not None else 1, (6, -1))
+
+        skips: dict[int, torch.Tensor] = {}
+        if memory_latents is not None and memory_scale != 0:
+            hint = [memory_latents, memory_mask.to(memory_latents.dtype)]
+            if self.side_branch.config.concat_rays:
+                hint.append(rays.to(memory_latents.dtype))
+            outputs = self.side_branch(torch.cat(hint, dim=1), x, encoder_hidden_states, timestep_proj, rotary_emb)
+            skips = dict(zip(self.side_branch.injection_layers, outputs))
+
+        checkpointing = torch.is_grad_enabled() and (self.gradient_checkpointing or bb.gradient_checkpointing)
+        for i, block in enumerate(bb.blocks):
+            if checkpointing:
+                x = torch.utils.checkpoint.checkpoint(block, x, encoder_hidden_states, timestep_proj, rotary_emb,
+                                                      use_reentrant=False)
+            else:
+                x = block(x, encoder_hidden_states, timestep_proj, rotary_emb)
+            if i in skips:
+                skip = skips[i].to(x.device)
+                x = x + (skip if memory_scale == 1 else skip * memory_scale)
+
+        if temb.ndim == 3:  # per-token: (B, S, D)
+            shift, scale = (bb.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (bb.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        shift, scale = shift.to(x.device), scale.to(x.device)
+        x = (bb.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        x = bb.proj_out(x)
+        x = x.reshape(batch, pf, ph, pw, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _check_inputs(self, hidden_states, timestep, encoder_hidden_states, memory_latents, memory_mask, rays):
+        cfg = self.backbone.config
+        if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 5:
+            raise ValueError(f"hidden_states must have shape (B, C, F, h, w), got "
+                             f"{tuple(getattr(hidden_states, 'shape', ()))}")
+        batch, channels, frames, height, width = hidden_states.shape
+        if channels != cfg.in_channels:
+            raise ValueError(f"hidden_states must have {cfg.in_channels} channels, got {channels}")
+        p_t, p_h, p_w = self.patch_size
+        if frames % p_t or height % p_h or width % p_w or min(frames, height, width) == 0:
+            raise ValueError(f"latent size (F={frames}, h={height}, w={width}) must be positive multiples of the "
+                             f"patch size {self.patch_size}")
+        seq_len = (frames // p_t) * (height // p_h) * (width // p_w)
+        if max(frames // p_t, height // p_h, width // p_w) > cfg.rope_max_seq_len:
+            raise ValueError(f"latent grid {frames}x{height}x{width} exceeds rope_max_seq_len {cfg.rope_max_seq_len}")
+
+        timestep = torch.as_tensor(timestep, device=hidden_states.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(batch)
+        if timestep.ndim == 1 and timestep.shape[0] == 1 and batch > 1:
+            timestep = timestep.expand(batch)
+        if not ((timestep.ndim == 1 and timestep.shape[0] == batch) or
+                (timestep.ndim == 2 and tuple(timestep.shape) == (batch, seq_len))):
+            raise ValueError(f"timestep must have shape ({batch},) or per-token ({batch}, {seq_len}), "
+                             f"got {tuple(timestep.shape)}")
+
+        if not isinstance(encoder_hidden_states, torch.Tensor) or encoder_hidden_states.ndim != 3 or \
+                encoder_hidden_states.shape[2] != cfg.text_dim or encoder_hidden_states.shape[0] not in (1, batch):
+            raise ValueError(f"encoder_hidden_states must have shape ({batch}, L, {cfg.text_dim}), got "
+                             f"{tuple(getattr(encoder_hidden_states, 'shape', ()))}")
+        encoder_hidden_states = encoder_hidden_states.to(self.dtype)
+        if encoder_hidden_states.shape[0] != batch:
+            encoder_hidden_states = encoder_hidden_states.expand(batch, -1, -1)
+
+        grid = (frames, height, width)
+        if memory_latents is not None or memory_mask is not None:
+            if self.side_branch is None:
+                raise ValueError("memory inputs given but this MirageTransformer has no side branch")
+            if memory_latents is None or memory_mask is None:
+                raise ValueError("memory_latents and memory_mask must be given together")
+            _check_shape(memory_latents, (batch, self.side_branch.config.latent_channels, *grid), "memory_latents")
+            _check_shape(memory_mask, (batch, 1, *grid), "memory_mask")
+        branch_takes_rays = self.side_branch is not None and self.side_branch.config.concat_rays
+        if rays is not None:
+            if self.camera_embedding is None and not branch_takes_rays:
+                raise ValueError("rays given but this MirageTransformer has no camera embedding")
+            _check_shape(rays, (batch, RAY_CHANNELS, *grid), "rays")
+        elif branch_takes_rays and memory_latents is not None:
+            raise ValueError("this side branch takes rays with the memory readout (concat_rays=True): pass rays")
+        return timestep, encoder_hidden_states
+
+
+def _check_shape(t, shape: tuple, name: str) -> None:
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(getattr(t, 'shape', ()))}")

@@ -1,0 +1,161 @@
+"""``mirage train``: two-stage fine-tuning from the command line.
+
+Examples::
+
+    mirage train --config tiny --stage 1 --steps 200 --output runs/tiny-s1
+    mirage train --config tiny --stage 2 --model runs/tiny-s1/final --steps 200 --output runs/tiny-s2
+    mirage train --config wan22_5b --data re10k --data-root /data/re10k --cache-dir /data/latents \\
+        --output runs/wan-s1                       # several GPUs: accelerate launch -m mirage.cli train ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+__all__ = ["add_arguments", "main", "build_dataset"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run")
+    g.add_argument("--config", default="tiny", help="training preset: tiny (CPU) or wan22_5b (default: tiny)")
+    g.add_argument("--config-file", help="JSON TrainConfig; its values override the preset")
+    g.add_argument("--output", required=True, help="run directory (checkpoints, loss log, final model)")
+    g.add_argument("--model", help="world model to fine-tune: built-in name or directory (stage 2: stage 1's final/)")
+    g.add_argument("--stage", type=int, choices=(1, 2), help="1: side branch only; 2: side branch + LoRA")
+    g.add_argument("--steps", type=int, help="optimizer steps")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=float, dest="learning_rate")
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--lora-rank", type=int)
+    g.add_argument("--mixed-precision", choices=("no", "bf16"))
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="weights of the frozen model (bfloat16 needs --mixed-precision bf16; trained weights stay float32)")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--memory-frames", type=int, nargs="+", help="clip frames that seed the memory (default 0)")
+    g.add_argument("--memory-dropout", type=float)
+    g.add_argument("--num-workers", type=int)
+    g.add_argument("--vae-steps", type=int, default=0,
+                   help="first train the (random, built-in) VAE for this many steps on the same clips")
+    g.add_argument("--vae-lr", type=float, default=1e-3)
+    g.add_argument("--resume", nargs="?", const="latest", help="continue from a checkpoint (default: the latest)")
+    g.add_argument("--height", type=int, help="override the model's image height (multiple of 32)")
+    g.add_argument("--width", type=int, help="override the model's image width (multiple of 32)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = parser.add_argument_group("data")
+    d.add_argument("--data", choices=("synthetic", "re10k"), default="synthetic")
+    d.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
+    d.add_argument("--frames", type=int, help="frames per clip, 1 + 4k (default: the model's chunk)")
+    d.add_argument("--scenes", type=int, default=16, help="synthetic scenes (default 16)")
+    d.add_argument("--clips-per-scene", type=int, default=3)
+    d.add_argument("--scene-seed", type=int, default=0, help="first synthetic scene seed")
+    d.add_argument("--num-dynamic", type=int, default=1, help="moving objects per synthetic scene")
+    d.add_argument("--trajectories", nargs="+", default=["forward", "turn", "orbit"])
+    d.add_argument("--frame-stride", type=int, default=1, help="re10k: take every n-th frame")
+    d.add_argument("--windows-per-clip", type=int, default=1, help="re10k: windows per clip")
+    d.add_argument("--depth-model", help="re10k: Depth Anything directory for clips without depth files")
+    d.add_argument("--cache-dir", help="encode every clip once into this latent cache and train from it")
+
+
+def _train_config(args):
+    from mirage.train.config import TrainConfig
+
+    config = TrainConfig.preset(args.config)
+    if args.config_file:
+        with open(args.config_file) as f:
+            config = TrainConfig.from_dict({**config.to_dict(), **json.load(f)})
+    overrides = {k: getattr(args, k) for k in ("model", "stage", "steps", "batch_size", "grad_accum", "learning_rate",
+                                               "warmup_steps", "lora_rank", "mixed_precision", "gradient_checkpointing",
+                                               "seed", "checkpoint_every", "memory_dropout", "num_workers")
+                 if getattr(args, k) is not None}
+    if args.memory_frames is not None:
+        overrides["memory_frames"] = tuple(args.memory_frames)
+    return TrainConfig.from_dict({**config.to_dict(), **overrides})
+
+
+def build_dataset(args, world_model):
+    """The clip dataset the arguments describe, at the model's image size."""
+    frames = args.frames or world_model.chunk_frames
+    if args.data == "synthetic":
+        from mirage.data.synthetic import SyntheticClipDataset
+
+        return SyntheticClipDataset(num_scenes=args.scenes, num_frames=frames, image_size=world_model.image_size,
+                                    seed=args.scene_seed, trajectories=args.trajectories,
+                                    clips_per_scene=args.clips_per_scene, num_dynamic=args.num_dynamic)
+    from mirage.data.re10k import RealEstate10KDataset
+
+    if not args.data_root:
+        raise ValueError("--data re10k needs --data-root")
+    provider = None
+    if args.depth_model:
+        from mirage.depth import DepthAnythingProvider
+
+        # Must predict depth in the poses' units: a metric model, or depth aligned offline and given as files.
+        provider = DepthAnythingProvider.from_pretrained(args.depth_model, device=world_model.device)
+    return RealEstate10KDataset(args.data_root, num_frames=frames, image_size=world_model.image_size,
+                                frame_stride=args.frame_stride, windows_per_clip=args.windows_per_clip,
+                                depth_provider=provider)
+
+
+def _train_vae(args, config, world_model, dataset) -> None:
+    from pathlib import Path
+
+    from mirage.train.vae import VAETrainConfig, latent_statistics, set_latent_statistics, train_vae
+
+    owned = Path(world_model.config.backbone).name == "backbone"  # a backbone/ we saved: continue training it
+    if not (getattr(world_model.backbone, "random_weights", False) or owned):
+        raise ValueError("--vae-steps trains a built-in VAE (e.g. the tiny one, or one trained before and saved in "
+                         "the model's backbone/); this backbone is a pretrained one")
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    vae = world_model.backbone.vae
+    losses = train_vae(vae, dataset, VAETrainConfig(steps=args.vae_steps, learning_rate=args.vae_lr,
+                                                    seed=config.seed), log_path=Path(args.output) / "vae_loss_log.jsonl",
+                       progress=not args.no_progress)
+    set_latent_statistics(vae, *latent_statistics(vae, dataset))
+    print(f"VAE trained {args.vae_steps} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+
+
+def main(args) -> int:
+    import torch
+
+    from mirage.train.export import load_world_model
+    from mirage.train.trainer import Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = _train_config(args)
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        sizes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k) is not None}
+        world_model = load_world_model(config.model, device=accelerator.device,
+                                       torch_dtype=getattr(torch, args.dtype), **sizes)
+        dataset = build_dataset(args, world_model)
+        if len(dataset) == 0:
+            raise ValueError("the dataset holds no usable clip")
+        if args.vae_steps:
+            _train_vae(args, config, world_model, dataset)
+        if args.cache_dir:
+            from mirage.data.latent_cache import CachedLatentDataset, LatentCache
+
+            cache = LatentCache(args.cache_dir)
+            keys = cache.build(dataset, world_model, config.memory_frames, progress=not args.no_progress)
+            dataset = CachedLatentDataset(cache, keys)
+        trainer = Trainer(config, dataset, args.output, world_model=world_model, accelerator=accelerator,
+                          progress=not args.no_progress)
+        result = trainer.train(resume_from=args.resume)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mirage train: {exc}", file=sys.stderr)
+        return 2
+    if result.losses:
+        first, last = result.losses[0][1], result.losses[-1][1]
+        print(f"trained steps {result.losses[0][0]}..{result.losses[-1][0]}: loss {first:.4f} -> {last:.4f} "
+              f"in {result.seconds:.1f} s; model in {result.final_dir}")
+    else:
+        print(f"nothing to do: already at step {trainer.step}; model in {result.final_dir}")
+    return 0

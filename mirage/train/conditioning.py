@@ -1,0 +1,137 @@
+"""Model inputs of one training sample, built exactly as :meth:`MirageWorldModel.rollout` builds them.
+
+At inference each chunk window gets (see :mod:`mirage.world_model`):
+
+* the memory readout at the camera of every latent frame (one z-buffer pass, ``memory.read_batch`` at the
+  model's image size and latent grid), as ``memory_latents (1, 48, F, h, w)`` and ``memory_mask (1, 1, F, h, w)``;
+* Plücker rays of those cameras relative to the window's first camera
+  (:func:`mirage.world_model.window_relative_poses` + :func:`mirage.models.latent_rays`);
+* per-token timesteps, 0 on the clean context frames.
+
+:func:`chunk_conditioning` reproduces the first two from the world model's public pieces (a test captures
+the inputs of a real rollout and checks they are identical), and :func:`training_batch` adds the noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from mirage.data.latent_cache import EncodedClip
+from mirage.models import latent_rays, per_token_timesteps
+from mirage.train.flow_matching import add_noise, flow_target, sample_sigmas
+from mirage.world_model import window_relative_poses
+
+__all__ = ["ChunkConditioning", "chunk_conditioning", "memory_from_sources", "TrainingBatch", "training_batch"]
+
+
+@dataclass
+class ChunkConditioning:
+    """memory_latents (1, 48, F, h, w) and memory_mask (1, 1, F, h, w) bool, or None without a side branch;
+    rays (1, 6, F, h, w) or None without a camera embedding."""
+
+    memory_latents: torch.Tensor | None
+    memory_mask: torch.Tensor | None
+    rays: torch.Tensor | None
+
+
+def chunk_conditioning(world_model, memory, intrinsics: torch.Tensor, cam_to_world: torch.Tensor
+                       ) -> ChunkConditioning:
+    """Readout and rays for a window whose latent frames have cameras ``intrinsics`` (F, 3, 3) at the model's
+    image size and ``cam_to_world`` (F, 4, 4), on the model's device and dtype."""
+    H, W = world_model.image_size
+    device, dtype = world_model.device, world_model.dtype
+    transformer = world_model.transformer
+    memory_latents = memory_mask = rays = None
+    if transformer.side_branch is not None:
+        readout = memory.read_batch(intrinsics, cam_to_world, (H, W), world_model.latent_size)
+        memory_latents = readout.features.to(device, dtype).transpose(0, 1)[None]
+        memory_mask = readout.mask.to(device)[None, None]
+    if transformer.camera_embedding is not None:
+        rel = window_relative_poses(cam_to_world).float()
+        rays = latent_rays(intrinsics, rel, (H, W), world_model.latent_size)[None].to(device, dtype)
+    return ChunkConditioning(memory_latents, memory_mask, rays)
+
+
+def memory_from_sources(world_model, sample: EncodedClip):
+    """A fresh memory holding the sample's memory-source frames (as ``observe`` would store them)."""
+    memory = world_model.new_memory()
+    memory.insert_batch(sample.source_latents.to(memory.dtype), sample.source_depth, sample.source_intrinsics,
+                        sample.source_cam_to_world, exclude=sample.source_exclude)
+    return memory
+
+
+@dataclass
+class TrainingBatch:
+    """Inputs and target of one forward pass (B samples of F latent frames each).
+
+    noisy (B, 48, F, h, w); timestep (B, S) per token in [0, 1000]; context (B, F) bool; target (B, 48, F, h, w);
+    memory_latents (B, 48, F, h, w) / memory_mask (B, 1, F, h, w) / rays (B, 6, F, h, w) or None;
+    sigmas (B,) noise level of the generated frames.
+    """
+
+    noisy: torch.Tensor
+    timestep: torch.Tensor
+    context: torch.Tensor
+    target: torch.Tensor
+    memory_latents: torch.Tensor | None
+    memory_mask: torch.Tensor | None
+    rays: torch.Tensor | None
+    sigmas: torch.Tensor
+
+    def model_kwargs(self) -> dict:
+        kw = {"rays": self.rays}
+        if self.memory_latents is not None:
+            kw.update(memory_latents=self.memory_latents, memory_mask=self.memory_mask)
+        return kw
+
+
+def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch.Generator,
+                   context_latent_frames: int = 1, logit_mean: float = 0.0, logit_std: float = 1.0,
+                   flow_shift: float = 5.0, memory_dropout: float = 0.0) -> TrainingBatch:
+    """Noise a batch of encoded clips and build their conditioning.
+
+    Each sample's first ``c`` latent frames are clean context: ``c = 1`` (the first chunk of a rollout) or,
+    when ``context_latent_frames > 1``, ``c`` is drawn from {1, context_latent_frames} with equal odds (later
+    chunks carry that many). ``memory_dropout`` is the probability that a sample sees an empty memory (a
+    rollout starting from a bare first frame, or a region the memory never saw). All randomness comes from
+    ``generator`` (CPU), so a given generator state always gives the same batch.
+    """
+    if not samples:
+        raise ValueError("training_batch needs at least one sample")
+    frames = {s.num_latent_frames for s in samples}
+    if len(frames) != 1:
+        raise ValueError(f"samples in a batch must have the same number of latent frames, got {sorted(frames)}")
+    F = frames.pop()
+    if not 1 <= context_latent_frames < F:
+        raise ValueError(f"context_latent_frames must be in [1, {F}) for clips of {F} latent frames, "
+                         f"got {context_latent_frames}")
+    device, dtype = world_model.device, world_model.dtype
+    B = len(samples)
+    x0 = torch.stack([s.latents for s in samples]).to(device, torch.float32)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    sigmas = sample_sigmas(B, generator, logit_mean, logit_std, flow_shift).to(device)
+    contexts = torch.ones(B, dtype=torch.long)
+    if context_latent_frames > 1:
+        pick = torch.rand(B, generator=generator) < 0.5
+        contexts = torch.where(pick, torch.full_like(contexts, context_latent_frames), contexts)
+    drop = torch.rand(B, generator=generator) < memory_dropout
+    context = torch.arange(F)[None, :] < contexts[:, None]  # (B, F)
+    noisy, frame_sigmas = add_noise(x0, noise, sigmas, context.to(device))
+    h, w = x0.shape[-2:]
+    timestep = per_token_timesteps(frame_sigmas * 1000.0, (h, w), world_model.transformer.patch_size)
+
+    parts = []
+    for sample, dropped in zip(samples, drop.tolist()):
+        memory = world_model.new_memory() if dropped else memory_from_sources(world_model, sample)
+        parts.append(chunk_conditioning(world_model, memory, sample.intrinsics, sample.cam_to_world))
+
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return TrainingBatch(noisy=noisy.to(dtype), timestep=timestep, context=context.to(device),
+                         target=flow_target(x0, noise), memory_latents=cat("memory_latents"),
+                         memory_mask=cat("memory_mask"), rays=cat("rays"), sigmas=sigmas)

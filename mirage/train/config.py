@@ -1,0 +1,121 @@
+"""Training configuration: one dataclass, JSON round trip, and presets ("tiny" for CPU / CI, "wan22_5b")."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+
+__all__ = ["TrainConfig", "PRESETS"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (the data source is given separately).
+
+    model: what :meth:`MirageWorldModel.from_pretrained` loads (a built-in name, or a world-model directory
+        such as stage 1's output, which is how stage 2 starts).
+    stage: 1 trains the side branch and camera embedding (backbone and VAE frozen); 2 adds LoRA on the
+        backbone's self-attention and trains LoRA + side branch + camera embedding.
+    memory_frames: clip frames (pixel indices) that seed each sample's memory, as the first frame of a
+        rollout does. context_latent_frames: clean latent frames carried at the start of a window (None: the
+        world model's setting). memory_dropout: chance of an empty memory for a sample.
+    mixed_precision: "no" or "bf16" (autocast; master weights stay float32).
+    """
+
+    model: str = "tiny"
+    stage: int = 1
+    steps: int = 1000
+    batch_size: int = 1
+    grad_accum: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lora_rank: int = 64
+    lora_alpha: float | None = None
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    flow_shift: float = 5.0
+    memory_frames: tuple[int, ...] = (0,)
+    context_latent_frames: int | None = None
+    memory_dropout: float = 0.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    num_workers: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        self.memory_frames = tuple(int(i) for i in self.memory_frames)
+        problems = []
+        if self.stage not in (1, 2):
+            problems.append(f"stage must be 1 or 2, got {self.stage}")
+        for name in ("steps", "batch_size", "grad_accum", "lora_rank", "log_every"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoint_every", "num_workers", "weight_decay"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.mixed_precision not in ("no", "bf16"):
+            problems.append(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if not 0.0 <= self.memory_dropout < 1.0:
+            problems.append(f"memory_dropout must be in [0, 1), got {self.memory_dropout}")
+        if not self.memory_frames or min(self.memory_frames) < 0:
+            problems.append(f"memory_frames must be non-negative frame indices, got {self.memory_frames}")
+        if self.context_latent_frames is not None and self.context_latent_frames < 1:
+            problems.append(f"context_latent_frames must be >= 1, got {self.context_latent_frames}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            problems.append(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if problems:
+            raise ValueError("bad training config: " + "; ".join(problems))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "TrainConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; choose one of {list(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def replace(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+PRESETS: dict[str, dict] = {
+    # CPU-sized: the tiny backbone at 64x96, 9-frame clips (3 latent frames), LoRA rank 8.
+    "tiny": dict(model="tiny", steps=200, batch_size=2, learning_rate=1e-3, lora_rank=8, warmup_steps=10,
+                 checkpoint_every=50, memory_dropout=0.1),
+    # The paper's setting on Wan2.2-TI2V-5B: rank-64 LoRA, bf16, gradient checkpointing.
+    "wan22_5b": dict(model="Wan-AI/Wan2.2-TI2V-5B-Diffusers", steps=10000, batch_size=1, grad_accum=8,
+                     learning_rate=1e-4, lora_rank=64, warmup_steps=200, mixed_precision="bf16",
+                     gradient_checkpointing=True, checkpoint_every=500, context_latent_frames=2,
+                     memory_dropout=0.1),
+}
