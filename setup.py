@@ -25,6 +25,7 @@ setup(
         "imageio-ffmpeg>=0.5",
         "opencv-python-headless>=4.8",
         "rosbags>=0.10",
+        "PyYAML>=6",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     entry_points={"console_scripts": ["mirage=mirage.cli:main"]},

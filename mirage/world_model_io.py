@@ -10,12 +10,15 @@ A world-model directory (written by :meth:`MirageWorldModel.save_pretrained`)::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .camera import TEMPORAL_STRIDE
 from .depth import ReadoutDepth
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CONFIG_NAME", "WorldModelConfig", "resolve_pretrained", "build_transformer", "load_parts",
            "depth_provider_from_name", "PART_PATHS", "SHIPPED"]
@@ -146,7 +149,9 @@ def build_transformer(backbone_transformer, config: WorldModelConfig, adapters_p
     return transformer
 
 
-PART_PATHS = ("side_branch_path", "camera_embedding_path", "lora_path")
+# reference_checkpoint_path: weights of the paper's reference implementation (a .safetensors file or a directory of
+# them, DiffSynth / VACE names), mapped where names and shapes allow (mirage.models.reference).
+PART_PATHS = ("side_branch_path", "camera_embedding_path", "lora_path", "reference_checkpoint_path")
 
 
 def load_parts(transformer, paths: dict) -> None:
@@ -158,8 +163,8 @@ def load_parts(transformer, paths: dict) -> None:
     from .models.lora import load_lora_state_dict, lora_adapters
 
     for key, path in paths.items():
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"{key}: checkpoint directory not found: {path}")
+        if not (os.path.isdir(path) or (key == "reference_checkpoint_path" and os.path.isfile(path))):
+            raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
     dtype, device = transformer.dtype, transformer.device
     if "side_branch_path" in paths:
         branch = MemorySideBranch.from_pretrained(paths["side_branch_path"], torch_dtype=dtype)
@@ -179,6 +184,15 @@ def load_parts(transformer, paths: dict) -> None:
         add_lora(transformer, rank=cfg["rank"], alpha=cfg["alpha"], dropout=cfg.get("dropout", 0.0),
                  targets=cfg["targets"])
         load_lora_state_dict(transformer, load_file(os.path.join(paths["lora_path"], LORA_WEIGHTS_NAME)))
+    if "reference_checkpoint_path" in paths:
+        from .models.reference import load_reference_checkpoint
+
+        # The reference's hint input is 96 channels (readout + an encoded "score" video), ours 49 (readout +
+        # mask): the 48 readout channels carry over, the mask channel starts at zero.
+        report = load_reference_checkpoint(transformer, paths["reference_checkpoint_path"],
+                                           adapt_hint_embedding=True)
+        logger.info("reference checkpoint %s: %s", paths["reference_checkpoint_path"], report.summary())
+        transformer.reference_report = report
 
 
 def depth_provider_from_name(name: str, device):

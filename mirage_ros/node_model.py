@@ -17,7 +17,8 @@ __all__ = ["DTYPES", "CHECKPOINT_KEYS", "parse_checkpoints", "world_model_kwargs
            "rollout_length"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHECKPOINT_KEYS = {"side_branch": "side_branch_path", "camera_embedding": "camera_embedding_path", "lora": "lora_path"}
+CHECKPOINT_KEYS = {"side_branch": "side_branch_path", "camera_embedding": "camera_embedding_path", "lora": "lora_path",
+                   "reference": "reference_checkpoint_path"}
 EMBEDDED = "mirage-tiny"
 FALLBACK = "tiny"
 

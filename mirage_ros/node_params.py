@@ -32,7 +32,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "directory or the hub id Wan-AI/Wan2.2-TI2V-5B-Diffusers."),
     ParamSpec("model_path", "", "Local directory with the model weights; overrides `model` when set."),
     ParamSpec("checkpoints", "", "Trained modules loaded over the model, NAME=PATH comma-separated with NAME in "
-              "side_branch, camera_embedding, lora (directories written by save_pretrained)."),
+              "side_branch, camera_embedding, lora (directories written by save_pretrained) or reference (a checkpoint of "
+              "the paper's reference code: .safetensors file or directory, mapped where shapes allow)."),
     ParamSpec("device", "cpu", "Torch device for the model and the memory (cpu, cuda, cuda:1, ...)."),
     ParamSpec("dtype", "float32", "Model dtype.", choices=("float32", "bfloat16", "float16")),
     ParamSpec("cpu_offload", False, "Offload idle model parts to the CPU (large models on small GPUs)."),

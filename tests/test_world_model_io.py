@@ -159,6 +159,29 @@ def test_single_part_checkpoints(tmp_path):
         MirageWorldModel.from_pretrained("tiny", side_branch_path=str(tmp_path / "none"))
 
 
+def test_reference_checkpoint_loads_through_from_pretrained(tmp_path):
+    from safetensors.torch import save_file
+
+    branch = MirageWorldModel.from_pretrained("tiny").transformer.side_branch
+    dim = branch.hint_patch_embedding.weight.shape[0]
+    g = torch.Generator().manual_seed(5)
+    sd = {"vace_blocks.0.self_attn.q.weight": torch.randn(dim, dim, generator=g),
+          "vace_patch_embedding.weight": torch.randn(dim, 96, 1, 2, 2, generator=g),
+          "pipe.dit.blocks.1.self_attn.v.lora_A.weight": torch.randn(4, dim, generator=g),
+          "pipe.dit.blocks.1.self_attn.v.lora_B.weight": torch.randn(dim, 4, generator=g)}
+    save_file(sd, str(tmp_path / "ref.safetensors"))
+    model = MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "ref.safetensors"))
+    t = model.transformer
+    assert torch.equal(t.side_branch.hint_blocks[0].attn1.to_q.weight, sd["vace_blocks.0.self_attn.q.weight"])
+    hint = t.side_branch.hint_patch_embedding.weight
+    assert torch.equal(hint[:, :48], sd["vace_patch_embedding.weight"][:, :48]) and not hint[:, 48:].any()
+    assert torch.equal(t.backbone.blocks[1].attn1.to_v.lora_A["default"].weight,
+                       sd["pipe.dit.blocks.1.self_attn.v.lora_A.weight"])
+    assert t.reference_report.adapted and not t.reference_report.complete  # camera embedding etc. not provided
+    with pytest.raises(FileNotFoundError, match="reference_checkpoint_path"):
+        MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "missing.safetensors"))
+
+
 def test_depth_anything_directory_as_depth_provider(tmp_path):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 

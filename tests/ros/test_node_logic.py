@@ -60,6 +60,7 @@ def test_bad_parameters_raise_naming_them(bad, word):
 def test_checkpoints_and_rollout_length():
     assert parse_checkpoints("") == {}
     assert parse_checkpoints("side_branch=/a, lora=/b") == {"side_branch_path": "/a", "lora_path": "/b"}
+    assert parse_checkpoints("reference=/r/ckpt.safetensors") == {"reference_checkpoint_path": "/r/ckpt.safetensors"}
     with pytest.raises(ValueError, match="NAME=PATH"):
         parse_checkpoints("/just/a/path")
     assert [rollout_length(n) for n in (1, 2, 5, 6, 9, 33, 34)] == [1, 5, 5, 9, 9, 33, 37]
