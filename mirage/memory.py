@@ -20,14 +20,11 @@ import numpy as np
 import torch
 
 from mirage.camera import scale_intrinsics, validate_intrinsics, validate_pose
-from mirage.pointcloud import (PointStore, check_frames, lift_frames, load_store, pca_colors, save_store,
-                               subsample_indices, voxel_keys, write_ply, check_grid_sizes)
+from mirage.point_memory import PointMemory
+from mirage.pointcloud import check_frames, check_grid_sizes, lift_frames, pca_colors, subsample_indices, write_ply
 from mirage.zbuffer import rasterize
 
 __all__ = ["Readout", "LatentSpatialMemory", "read_points"]
-
-_FORMAT = "mirage.LatentSpatialMemory"
-
 
 @dataclass
 class Readout:
@@ -56,7 +53,7 @@ def read_points(
     return Readout(features.permute(0, 3, 1, 2).contiguous(), mask, depth)
 
 
-class LatentSpatialMemory:
+class LatentSpatialMemory(PointMemory):
     """Persistent cache M = {(p_i, f_i)}: points (N, 3) float32 in the world frame, features (N, C).
 
     Args:
@@ -68,33 +65,20 @@ class LatentSpatialMemory:
             (ties: lowest storage index). None means no cap.
         device, dtype: where the points live and the dtype of the features (points stay float32).
 
-    Updates are copy-on-write: insert builds a new store and swaps it in with one assignment, so a
-    read running on another thread sees the memory before or after an insert, never half of it
-    (one writer at a time; serialise writers yourself).
+    Updates are copy-on-write (:class:`mirage.point_memory.PointMemory`): reads on another thread see the
+    memory before or after an insert, never half of it.
     """
+
+    FORMAT = "mirage.LatentSpatialMemory"
 
     def __init__(self, channels: int = 48, voxel_size: float | None = 0.05, max_points: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         if int(channels) <= 0:
             raise ValueError(f"channels must be positive, got {channels}")
-        if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
-            raise ValueError(f"voxel_size must be a positive number or None, got {voxel_size}")
-        if max_points is not None and int(max_points) <= 0:
-            raise ValueError(f"max_points must be positive or None, got {max_points}")
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
+        super().__init__(channels, voxel_size, max_points, device, dtype)
         self.channels = int(channels)
-        self.voxel_size = None if voxel_size is None else float(voxel_size)
-        self.max_points = None if max_points is None else int(max_points)
-        self.frames_inserted = 0
-        self.version = 0
-        self._store = PointStore.empty(self.channels, torch.device(device), dtype)
-
-    # ------------------------------------------------------------------ state
-    @property
-    def points(self) -> torch.Tensor:
-        """(N, 3) float32 world points, oldest first."""
-        return self._store.points
 
     @property
     def features(self) -> torch.Tensor:
@@ -102,37 +86,22 @@ class LatentSpatialMemory:
         return self._store.values
 
     @property
-    def device(self) -> torch.device:
-        return self._store.points.device
-
-    @property
     def dtype(self) -> torch.dtype:
         return self._store.values.dtype
-
-    def __len__(self) -> int:
-        return len(self._store)
 
     def __repr__(self) -> str:
         return (f"LatentSpatialMemory(points={len(self)}, channels={self.channels}, voxel_size={self.voxel_size}, "
                 f"max_points={self.max_points}, device={self.device}, dtype={self.dtype})")
 
-    def clear(self) -> None:
-        self._store = PointStore.empty(self.channels, self.device, self.dtype)
-        self.frames_inserted = 0
-        self.version += 1
-
     def to(self, device=None, dtype=None) -> "LatentSpatialMemory":
         """Move points and features (in place) to ``device``; cast features to ``dtype``. Returns self."""
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
-        self._store = self._store.to(device, dtype)
-        self.version += 1
-        return self
+        return super().to(device, dtype)
 
     def stats(self) -> dict:
-        return {"points": len(self), "bytes": self._store.nbytes, "frames_inserted": self.frames_inserted,
-                "channels": self.channels, "voxel_size": self.voxel_size, "max_points": self.max_points,
-                "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device), "version": self.version}
+        return {**super().stats(), "channels": self.channels, "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device)}
 
     # ------------------------------------------------------------------ insert
     def insert(self, latent: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
@@ -172,13 +141,7 @@ class LatentSpatialMemory:
         h, w = latents.shape[-2:]
         frame, cell, points, z = lift_frames(depths, intrinsics, cam_to_world, (h, w), exclude)
         values = latents.permute(0, 2, 3, 1).reshape(T * h * w, self.channels)[frame * (h * w) + cell]
-        stamps = (self.frames_inserted + 1 + frame).to(torch.int32)
-        store, written = self._store.merged(points, values, stamps, z, self.voxel_size, self.max_points)
-        # Commit only after everything above succeeded: a failed insert leaves the memory unchanged.
-        self._store = store
-        self.frames_inserted += T
-        self.version += 1
-        return written
+        return self._merge(points, values, frame, z, T)
 
     def _check_insert(self, latents, depths, intrinsics, cam_to_world, exclude):
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
@@ -245,32 +208,14 @@ class LatentSpatialMemory:
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict:
-        return {"channels": self.channels, "voxel_size": self.voxel_size, "max_points": self.max_points,
-                "frames_inserted": self.frames_inserted}
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the memory to a .safetensors file (points, features, write stamps; config in metadata)."""
-        save_store(path, self._store, _FORMAT, self._config())
+        return {"channels": self.channels, **super()._config()}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device=None) -> "LatentSpatialMemory":
-        """Read a file written by :meth:`save`; ValueError if it is corrupt, truncated or of another version."""
-        tensors, config = load_store(path, _FORMAT)
-        try:
-            memory = cls(channels=config["channels"], voxel_size=config["voxel_size"],
-                         max_points=config["max_points"], dtype=tensors["values"].dtype)
-            frames = int(config["frames_inserted"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: bad memory config {config}: {exc}") from exc
-        if tensors["values"].shape[1] != memory.channels:
-            raise ValueError(f"{path}: features have {tensors['values'].shape[1]} channels, "
-                             f"metadata says {memory.channels}")
-        points, stamps = tensors["points"], tensors["stamps"].to(torch.int32)
-        keys = (voxel_keys(points, memory.voxel_size) if memory.voxel_size is not None
-                else torch.zeros(0, dtype=torch.int64))
-        memory._store = PointStore(points, tensors["values"], stamps, keys).to(device)
-        memory.frames_inserted = frames
-        return memory
+    def _from_config(cls, config: dict, values: torch.Tensor) -> "LatentSpatialMemory":
+        if values.shape[1] != config["channels"]:
+            raise ValueError(f"features have {values.shape[1]} channels, metadata says {config['channels']}")
+        return cls(channels=config["channels"], voxel_size=config["voxel_size"], max_points=config["max_points"],
+                   dtype=values.dtype)
 
     # ------------------------------------------------------------------ looking at it
     def export_points(self, colorize: str | Callable[[torch.Tensor], torch.Tensor] = "pca",

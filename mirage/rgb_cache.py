@@ -11,66 +11,34 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-import numpy as np
 import torch
 
 from mirage.camera import validate_intrinsics, validate_pose
 from mirage.memory import Readout, read_points
-from mirage.pointcloud import (PointStore, check_frames, lift_frames, load_store, pool_depth, save_store,
-                               subsample_indices, voxel_keys, write_ply, check_grid_sizes)
+from mirage.point_memory import PointMemory
+from mirage.pointcloud import check_frames, check_grid_sizes, lift_frames, pool_depth, subsample_indices, write_ply
 
 __all__ = ["RGBPointCache"]
 
-_FORMAT = "mirage.RGBPointCache"
-
-
-class RGBPointCache:
+class RGBPointCache(PointMemory):
     """Coloured points (N, 3) float32 with colours (N, 3) uint8 (15 bytes a point plus bookkeeping).
 
     ``voxel_size`` / ``max_points`` bound growth exactly as in :class:`mirage.memory.LatentSpatialMemory`
     (both None by default: the paper's baseline keeps every pixel).
     """
 
-    def __init__(self, voxel_size: float | None = None, max_points: int | None = None, device="cpu"):
-        if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
-            raise ValueError(f"voxel_size must be a positive number or None, got {voxel_size}")
-        if max_points is not None and int(max_points) <= 0:
-            raise ValueError(f"max_points must be positive or None, got {max_points}")
-        self.voxel_size = None if voxel_size is None else float(voxel_size)
-        self.max_points = None if max_points is None else int(max_points)
-        self.frames_inserted = 0
-        self.version = 0
-        self._store = PointStore.empty(3, torch.device(device), torch.uint8)
+    FORMAT = "mirage.RGBPointCache"
 
-    @property
-    def points(self) -> torch.Tensor:
-        return self._store.points
+    def __init__(self, voxel_size: float | None = None, max_points: int | None = None, device="cpu"):
+        super().__init__(3, voxel_size, max_points, device, torch.uint8)
 
     @property
     def colors(self) -> torch.Tensor:
         """(N, 3) uint8."""
         return self._store.values
 
-    @property
-    def device(self) -> torch.device:
-        return self._store.points.device
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def clear(self) -> None:
-        self._store = PointStore.empty(3, self.device, torch.uint8)
-        self.frames_inserted = 0
-        self.version += 1
-
     def to(self, device=None) -> "RGBPointCache":
-        self._store = self._store.to(device)
-        self.version += 1
-        return self
-
-    def stats(self) -> dict:
-        return {"points": len(self), "bytes": self._store.nbytes, "frames_inserted": self.frames_inserted,
-                "voxel_size": self.voxel_size, "max_points": self.max_points, "version": self.version}
+        return super().to(device)
 
     # ------------------------------------------------------------------ insert
     def insert(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, cam_to_world: torch.Tensor,
@@ -103,12 +71,7 @@ class RGBPointCache:
                                              None if exclude is None else exclude.to(dev))
         colors8 = (rgb.to(dev).clamp(0, 1) * 255).round().to(torch.uint8)
         values = colors8.permute(0, 2, 3, 1).reshape(T * H * W, 3)[frame * (H * W) + cell]
-        stamps = (self.frames_inserted + 1 + frame).to(torch.int32)
-        store, written = self._store.merged(points, values, stamps, z, self.voxel_size, self.max_points)
-        self._store = store
-        self.frames_inserted += T
-        self.version += 1
-        return written
+        return self._merge(points, values, frame, z, T)
 
     # ------------------------------------------------------------------ read
     def render(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
@@ -157,25 +120,11 @@ class RGBPointCache:
         return Readout(latents[0], cell_mask, cell_depth)
 
     # ------------------------------------------------------------------ persistence / export
-    def save(self, path: str | os.PathLike) -> None:
-        save_store(path, self._store, _FORMAT, {"voxel_size": self.voxel_size, "max_points": self.max_points,
-                                               "frames_inserted": self.frames_inserted})
-
     @classmethod
-    def load(cls, path: str | os.PathLike, device=None) -> "RGBPointCache":
-        tensors, config = load_store(path, _FORMAT)
-        if tensors["values"].dtype != torch.uint8 or tensors["values"].shape[1] != 3:
-            raise ValueError(f"{path}: colours must be (N, 3) uint8")
-        try:
-            cache = cls(voxel_size=config["voxel_size"], max_points=config["max_points"])
-            cache.frames_inserted = int(config["frames_inserted"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: bad cache config {config}: {exc}") from exc
-        keys = (voxel_keys(tensors["points"], cache.voxel_size) if cache.voxel_size is not None
-                else torch.zeros(0, dtype=torch.int64))
-        cache._store = PointStore(tensors["points"], tensors["values"], tensors["stamps"].to(torch.int32),
-                                  keys).to(device)
-        return cache
+    def _from_config(cls, config: dict, values: torch.Tensor) -> "RGBPointCache":
+        if values.dtype != torch.uint8 or values.shape[1] != 3:
+            raise ValueError(f"colours must be (N, 3) uint8, got {tuple(values.shape)} {values.dtype}")
+        return cls(voxel_size=config["voxel_size"], max_points=config["max_points"])
 
     def export_ply(self, path: str | os.PathLike, max_points: int | None = None) -> None:
         idx = subsample_indices(len(self), max_points).to(self.device)

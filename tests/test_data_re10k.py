@@ -21,7 +21,6 @@ def _make_clip(root, name, n=9, depth="npy", masks=True, video=False):
     K = torch.tensor([[40.0, 0, 32.0], [0, 40.0, 24.0], [0, 0, 1]]).expand(n, 3, 3)
     stamps = [1000 + 33366 * i for i in range(n)]
     write_camera_file(cams / f"{name}.txt", stamps, K, _poses(n), (H0, W0), url="https://example.com/v")
-    rng = np.random.default_rng(0)
     frames = []
     for i, ts in enumerate(stamps):
         img = np.zeros((H0, W0, 3), np.uint8)

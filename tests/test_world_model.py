@@ -101,7 +101,7 @@ def test_moving_object_is_kept_out_of_the_memory(model):
 
 def test_readout_depth_writes_only_what_the_memory_saw(model):
     memory = seeded_memory(model)
-    T, K, c2w = 9, intrinsics(), trajectory(9, step=0.3)
+    K, c2w = intrinsics(), trajectory(9, step=0.3)
     visible = memory.read_batch(K, c2w[[4, 8]], (H, W), model.latent_size).mask.sum()
     assert 0 < int(visible) < 2 * 24  # the camera slid partly off the stored wall
     before = len(memory)
