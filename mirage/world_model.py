@@ -257,6 +257,7 @@ class MirageWorldModel:
         num_inference_steps: int | None = None,
         exclude: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
         step_callback: Callable[[Chunk, int, torch.Tensor], None] | None = None,
+        on_frames: Callable[[int, np.ndarray], None] | None = None,
     ) -> RolloutResult:
         """Generate T frames along ``cam_to_world``.
 
@@ -269,6 +270,8 @@ class MirageWorldModel:
         exclude: optional ``exclude(frame_indices (n,), frames (n,3,H,W)) -> (n,H,W) bool | None``: extra
             exclusion masks for the frames written to the memory (e.g. a tracker's dynamic masks).
         step_callback: diagnostic hook ``(chunk, step, latents (1,48,F,h,w))`` after every denoising step.
+        on_frames: ``on_frames(first_index, frames (n, H, W, 3) uint8)`` as soon as frames exist (frame 0, then
+            each chunk's new frames), so callers can stream them instead of waiting for the whole rollout.
         Raises ValueError on bad input (nothing written), RolloutCancelled when ``cancel`` fires (the memory
         keeps the chunks finished before; the chunk being generated writes nothing).
         """
@@ -309,6 +312,8 @@ class MirageWorldModel:
                 result.memory_points_added += self.observe(memory, first_frame, first_depth, K[0], c2w[0])
         frames[0], context = self._first_context(memory, first_frame, K[0], c2w[0], timer)
         frames_done = 1
+        if on_frames is not None:
+            on_frames(0, _to_uint8(frames[:1]))
 
         def report(chunk_index: int, step: int) -> None:
             if progress is not None:
@@ -341,6 +346,8 @@ class MirageWorldModel:
             new = chunk.new_pixel_frames
             frames[new.start : new.stop] = video[new.start - offset : new.stop - offset]
             frames_done = new.stop
+            if on_frames is not None:
+                on_frames(new.start, _to_uint8(frames[new.start : new.stop]))
 
             if mode == "memory_only":
                 context = latents[0, :, -self.config.context_latent_frames :].transpose(0, 1)
@@ -348,7 +355,7 @@ class MirageWorldModel:
                 context = self._update(memory, chunk, frames, readout, K, c2w, update_memory, exclude, result, timer)
             report(chunk.index + 1, steps)
 
-        result.frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        result.frames = _to_uint8(frames)
         result.timings = dict(timer.seconds)
         result.timings["total"] = timer.elapsed
         result.seconds_per_frame = result.timings["total"] / max(T - 1, 1)
@@ -493,3 +500,8 @@ class MirageWorldModel:
             if tuple(first_depth.shape) != (H, W):
                 raise ValueError(f"first_depth must have shape ({H}, {W}), got {tuple(first_depth.shape)}")
         return first_frame, first_depth
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(n, 3, H, W) float in [0, 1] -> (n, H, W, 3) uint8."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

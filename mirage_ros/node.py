@@ -295,7 +295,6 @@ class MirageNode(Node):
                                         default_fps=self.params.fps, max_frames=self.params.max_goal_frames,
                                         now_ns=self.get_clock().now().nanoseconds)
                 frames, spf = self._rollout(goal, resolved, token, goal_handle)
-                self._publish_frames(frames, resolved, goal)
                 result.frames_generated = len(frames)
                 result.seconds_per_frame = float(spf)
                 if goal.return_frames:
@@ -324,7 +323,8 @@ class MirageNode(Node):
         return result
 
     def _rollout(self, goal, resolved, token, goal_handle):
-        """Run the world model along the resolved poses; returns (frames (T,H,W,3) uint8, seconds/frame)."""
+        """Run the world model along the resolved poses, publishing each chunk's frames as soon as they are
+        decoded; returns (frames (T,H,W,3) uint8, seconds/frame)."""
         import torch
 
         requested = resolved.cam_to_world.shape[0]
@@ -346,14 +346,18 @@ class MirageNode(Node):
         with self.model_lock:
             out = self.world_model.rollout(LockedMemory(self.holder), K.expand(length, 3, 3).clone(), c2w,
                                            prompt=goal.prompt, seed=int(goal.seed), progress=progress, cancel=token,
-                                           num_inference_steps=self.params.steps)
+                                           num_inference_steps=self.params.steps,
+                                           on_frames=lambda start, f: self._publish_frames(f, resolved, start,
+                                                                                           requested))
         frames = np.asarray(out.frames)[:requested]
         return frames, float(out.seconds_per_frame)
 
-    def _publish_frames(self, frames: np.ndarray, resolved, goal) -> None:
+    def _publish_frames(self, frames: np.ndarray, resolved, start: int, requested: int) -> None:
+        """Publish frames start.. of a goal (those past ``requested``, padding to 1 + 4k, are dropped)."""
         K = self._goal_intrinsics()
         h, w = self.image_size
-        for frame, t in zip(frames, resolved.stamps):
+        frames = frames[: max(requested - start, 0)]
+        for frame, t in zip(frames, resolved.stamps[start : start + len(frames)]):
             stamp = int(t)
             self.image_pub.publish(conv.numpy_to_image(frame, "rgb8", stamp=stamp, frame_id=resolved.frame_id))
             self.image_info_pub.publish(conv.intrinsics_to_camera_info(K, h, w, stamp=stamp,

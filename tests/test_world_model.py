@@ -197,6 +197,15 @@ def test_deterministic_for_a_fixed_seed(model):
     assert not np.array_equal(a[1:], c[1:])
 
 
+def test_frames_stream_out_chunk_by_chunk(model):
+    streamed = []
+    out = model.rollout(seeded_memory(model), intrinsics(), trajectory(17), first_frame=first_frame(),
+                        num_inference_steps=STEPS, on_frames=lambda start, f: streamed.append((start, f.copy())))
+    # frame 0, then the new frames of each 9-frame chunk (one latent frame of context each)
+    assert [(start, len(f)) for start, f in streamed] == [(0, 1), (1, 8), (9, 8)]
+    assert np.array_equal(np.concatenate([f for _, f in streamed]), out.frames)
+
+
 def test_memory_only_mode_decodes_the_readout(model):
     memory = seeded_memory(model)
     state = (len(memory), memory.version)
