@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config-file", help="JSON TrainConfig; its values override the preset")
     g.add_argument("--output", required=True, help="run directory (checkpoints, loss log, final model)")
     g.add_argument("--model", help="world model to fine-tune: built-in name or directory (stage 2: stage 1's final/)")
-    g.add_argument("--stage", type=int, choices=(1, 2), help="1: side branch only; 2: side branch + LoRA")
+    g.add_argument("--stage", type=int, choices=(0, 1, 2),
+                   help="1: side branch only; 2: side branch + LoRA; 0: the whole transformer (pretraining a small "
+                        "backbone from scratch, e.g. mirage-tiny; never for Wan2.2)")
     g.add_argument("--steps", type=int, help="optimizer steps")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")

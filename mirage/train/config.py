@@ -16,7 +16,9 @@ class TrainConfig:
     model: what :meth:`MirageWorldModel.from_pretrained` loads (a built-in name, or a world-model directory
         such as stage 1's output, which is how stage 2 starts).
     stage: 1 trains the side branch and camera embedding (backbone and VAE frozen); 2 adds LoRA on the
-        backbone's self-attention and trains LoRA + side branch + camera embedding.
+        backbone's self-attention and trains LoRA + side branch + camera embedding. 0 trains the whole
+        transformer (backbone, side branch, camera embedding; the VAE stays frozen): pretraining for a small
+        backbone that has no pretrained video model behind it (mirage-tiny), before stages 1 and 2.
     memory_frames: clip frames (pixel indices) that seed each sample's memory, as the first frame of a
         rollout does. context_latent_frames: clean latent frames carried at the start of a window (None: the
         world model's setting). memory_dropout: chance of an empty memory for a sample.
@@ -54,8 +56,8 @@ class TrainConfig:
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         self.memory_frames = tuple(int(i) for i in self.memory_frames)
         problems = []
-        if self.stage not in (1, 2):
-            problems.append(f"stage must be 1 or 2, got {self.stage}")
+        if self.stage not in (0, 1, 2):
+            problems.append(f"stage must be 0, 1 or 2, got {self.stage}")
         for name in ("steps", "batch_size", "grad_accum", "lora_rank", "log_every"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -13,9 +13,11 @@ from pathlib import Path
 __all__ = ["export_world_model", "load_world_model"]
 
 
-def export_world_model(world_model, path: str | os.PathLike, merge: bool = False) -> Path:
+def export_world_model(world_model, path: str | os.PathLike, merge: bool = False,
+                       copy_backbone: bool | None = None) -> Path:
     """Save ``world_model`` to ``path``. merge: fold LoRA into the backbone first (changes the model in place;
-    refused for a pretrained backbone that is referenced rather than saved)."""
+    refused for a pretrained backbone that is referenced rather than saved). copy_backbone: as in
+    ``save_pretrained`` (None: copy a backbone we own, reference a pretrained one; True after training it)."""
     from mirage.models.lora import lora_adapters, merge_lora
 
     path = Path(path)
@@ -29,7 +31,7 @@ def export_world_model(world_model, path: str | os.PathLike, merge: bool = False
             del transformer.backbone.peft_config
         world_model.save_pretrained(path, copy_backbone=True)
         return path
-    world_model.save_pretrained(path)
+    world_model.save_pretrained(path, copy_backbone=copy_backbone)
     return path
 
 

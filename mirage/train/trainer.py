@@ -37,6 +37,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -55,6 +56,7 @@ __all__ = ["Trainer", "TrainResult", "StepSampler", "trainable_parameter_names",
 
 LORA_ADAPTER = "default"
 STATE_FILE = "training_state.pt"
+BACKBONE_FILE = "backbone_transformer.safetensors"  # stage 0 checkpoints: the trained backbone too
 
 
 class StepSampler(Sampler[int]):
@@ -156,7 +158,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _setup_trainable(self) -> None:
         transformer, cfg = self.transformer, self.config
-        transformer.requires_grad_(False)
+        transformer.requires_grad_(cfg.stage == 0)
         if cfg.stage == 2 and LORA_ADAPTER not in lora_adapters(transformer):
             add_lora(transformer, rank=cfg.lora_rank, alpha=cfg.lora_alpha, adapter_name=LORA_ADAPTER)
         for module in transformer.adapter_modules().values():
@@ -303,6 +305,9 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_adapters(self.transformer, tmp / "adapters", lora_adapter=LORA_ADAPTER)
+            if self.config.stage == 0:
+                save_file({k: v.detach().contiguous() for k, v in self.transformer.backbone.state_dict().items()},
+                          str(tmp / BACKBONE_FILE))
             torch.save({"step": self.step, "optimizer": self.optimizer.state_dict(),
                         "lr_scheduler": self.lr_scheduler.state_dict(), "rng": _rng_state(),
                         "config": json.dumps(self.config.to_dict())}, tmp / STATE_FILE)
@@ -331,6 +336,8 @@ class Trainer:
             raise ValueError(f"checkpoint {path} is from stage {saved.get('stage')}, this run is stage "
                              f"{self.config.stage}")
         load_adapters(self.transformer, path / "adapters", lora_adapter=LORA_ADAPTER)
+        if self.config.stage == 0:
+            self.transformer.backbone.load_state_dict(load_file(str(path / BACKBONE_FILE)))
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         _set_rng_state(state["rng"])
@@ -343,7 +350,7 @@ class Trainer:
         path = Path(path)
         if self.accelerator.is_main_process:
             self.transformer.eval()
-            export_world_model(self.world_model, path)
+            export_world_model(self.world_model, path, copy_backbone=self.config.stage == 0 or None)
             with open(path / "training.json", "w") as f:
                 json.dump({"config": self.config.to_dict(), "steps": self.step}, f, indent=2)
             self.transformer.train()
