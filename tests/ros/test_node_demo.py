@@ -27,12 +27,14 @@ def test_demo_writes_every_output(tmp_path):
     assert main(args) == 0
     out = tmp_path / "demo"
     assert len(list((out / "imagined").glob("*.png"))) == 5 == len(list((out / "ground_truth").glob("*.png")))
-    frame = imageio.imread(out / "imagined" / "0000.png")
-    assert frame.shape == (64, 96, 3)
-    video = imageio.mimread(out / "side_by_side.mp4")
-    assert len(video) == 5 and video[0].shape[1] == 2 * video[0].shape[0] * 96 // 64  # imagined | truth
-    xyz, rgb = read_ply(out / "memory.ply")
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "mirage-tiny"  # the shipped weights are the embedded default
+    h, w = summary["image_size"]
+    frame = imageio.imread(out / "imagined" / "0000.png")
+    assert frame.shape == (h, w, 3)
+    video = imageio.mimread(out / "side_by_side.mp4")
+    assert len(video) == 5 and video[0].shape[1] == 2 * video[0].shape[0] * w // h  # imagined | truth
+    xyz, rgb = read_ply(out / "memory.ply")
     assert len(xyz) == summary["memory_points"] > 0 and np.isfinite(xyz).all()
     assert summary["frames_on_topic"] == 5 and summary["keyframes"] >= 1
     assert len(read_ply(out / "cloud.ply")[0]) > 0
