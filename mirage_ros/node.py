@@ -70,7 +70,10 @@ class MirageNode(Node):
 
         # ---------------------------------------------------------------- TF and input
         self.tf = TransformBuffer(cache_time=max(10.0, 4 * p.input_timeout))
-        self._tf_group = MutuallyExclusiveCallbackGroup()
+        # Input and TF callbacks are cheap and thread-safe (the buffer and the sync lock themselves): reentrant
+        # groups, because rclpy's MultiThreadedExecutor busy-loops on ready callbacks of a mutually exclusive
+        # group that is busy, which at 30 Hz RGB-D starves every other thread of the GIL.
+        self._tf_group = ReentrantCallbackGroup()
         attach_tf_listener(self, self.tf, callback_group=self._tf_group)
         # The model keeps per-call state (the causal VAE's caches): live encoding and rollouts take turns.
         self.model_lock = threading.Lock()
@@ -87,7 +90,8 @@ class MirageNode(Node):
                                durability=DurabilityPolicy.VOLATILE,
                                reliability=ReliabilityPolicy.BEST_EFFORT if p.input_qos == "sensor_data"
                                else ReliabilityPolicy.RELIABLE)
-        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = ReentrantCallbackGroup()
+        self._received_lock = threading.Lock()
         self.rgb_sub = self.create_subscription(Image, "rgb/image", self._on_rgb, input_qos,
                                                 callback_group=self._input_group)
         self.depth_sub = self.create_subscription(Image, "depth/image", self._on_depth, input_qos,
@@ -138,7 +142,8 @@ class MirageNode(Node):
     def _offer(self, key: str, msg) -> None:
         """Pair by stamp; a complete rgb + depth + camera_info set goes to the ingest queue (nothing heavy here)."""
         arrival = time.monotonic()
-        self._received[key] += 1
+        with self._received_lock:
+            self._received[key] += 1
         synced = self.sync.add(key, msg)
         if synced is None:
             return
