@@ -31,6 +31,7 @@ PIXEL_CENTER = 0.5
 
 __all__ = [
     "SPATIAL_STRIDE",
+    "batch_intrinsics",
     "TEMPORAL_STRIDE",
     "PIXEL_CENTER",
     "make_intrinsics",
@@ -119,6 +120,19 @@ def validate_intrinsics(K: torch.Tensor, name: str = "K") -> None:
     if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
         raise ValueError(f"{name} has a zero or negative focal length (fx={K[..., 0, 0].flatten()[:4].tolist()}, "
                          f"fy={K[..., 1, 1].flatten()[:4].tolist()})")
+
+
+def batch_intrinsics(K: torch.Tensor, num: int, name: str = "intrinsics") -> torch.Tensor:
+    """(3, 3) or (num, 3, 3) intrinsics -> (num, 3, 3) (a view for the shared case); ValueError otherwise.
+
+    The one place the "(3, 3) or (T, 3, 3)" rule is checked (also validates finiteness and focal lengths).
+    """
+    validate_intrinsics(K, name)
+    if K.ndim == 2:
+        return K.expand(num, 3, 3)
+    if K.shape != (num, 3, 3):
+        raise ValueError(f"{name} must be (3, 3) or ({num}, 3, 3), got {tuple(K.shape)}")
+    return K
 
 
 def validate_pose(c2w: torch.Tensor, name: str = "cam_to_world", atol: float = 1e-3) -> None:
