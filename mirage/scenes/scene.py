@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mirage.camera import backproject, intrinsics_from_fov, pixel_centers, validate_intrinsics, validate_pose
+from mirage.camera import backproject, batch_intrinsics, intrinsics_from_fov, pixel_centers, validate_pose
 from mirage.scenes.elements import NUM_ROOM_FACES, Box, Material, Sphere, Window
 from mirage.scenes.outputs import Frame, RayHits
 from mirage.scenes.placement import random_contents
@@ -150,12 +150,8 @@ class Scene:
         validate_pose(cam_to_world, "cam_to_world")
         if cam_to_world.ndim != 3:
             raise ValueError(f"cam_to_world must have shape (T, 4, 4), got {tuple(cam_to_world.shape)}")
-        validate_intrinsics(intrinsics, "intrinsics")
         num = cam_to_world.shape[0]
-        if intrinsics.ndim == 2:
-            intrinsics = intrinsics.expand(num, 3, 3)
-        elif intrinsics.ndim != 3 or intrinsics.shape[0] != num:
-            raise ValueError(f"intrinsics must be (3, 3) or ({num}, 3, 3), got {tuple(intrinsics.shape)}")
+        intrinsics = batch_intrinsics(intrinsics, num, "intrinsics")
         device = cam_to_world.device
         times_t = self._times(times, num, device)
         c2w = cam_to_world.to(device=device, dtype=torch.float32)
