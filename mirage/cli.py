@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -17,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mirage.eval.cli", "novel-view and closed-loop evaluation"),
     "build-cache": ("mirage_ros.bag_tools", "build and save the memory from a ROS 2 bag (no ROS graph)"),
 }
+# Subcommands that need an optional extra of pyproject.toml: {subcommand: (module it needs, extra)}.
+EXTRAS: dict[str, tuple[str, str]] = {"build-cache": ("rosbags", "bags")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_extra(name: str) -> str | None:
+    """The install hint when subcommand ``name`` needs an optional package that is not installed, else None."""
+    if name not in EXTRAS:
+        return None
+    module, extra = EXTRAS[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ValueError:  # a module in sys.modules without a spec
+        found = False
+    return None if found else f"needs the '{module}' package: pip install \"mirage[{extra}]\""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
@@ -34,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_text = SUBCOMMANDS[name]
+    hint = missing_extra(name)
+    if hint is not None:
+        print(f"mirage {name}: {hint}", file=sys.stderr)
+        return 2
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

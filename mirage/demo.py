@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from mirage.autoencoders import PatchifyAutoencoder
 from mirage.camera import latent_size
+from mirage.eval.metrics import psnr
+from mirage.media import to_uint8, write_png
 from mirage.memory import LatentSpatialMemory
 
 
@@ -47,20 +49,14 @@ def _patch_mean_colors(stride: int):
     return colorize
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+def _masked_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR (dB) of images a, b (3, H, W) over the pixels where mask (H, W) is True; NaN on an empty mask."""
     if not mask.any():
         return float("nan")
-    mse = ((a - b) ** 2).mean(0)[mask].mean().clamp_min(1e-10)
-    return float(-10 * torch.log10(mse))
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:  # (3, H, W) [0, 1] -> (H, W, 3) uint8
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return psnr(a[:, mask][..., None], b[:, mask][..., None]).item()  # the masked pixels as a (3, M, 1) image
 
 
 def run(args: argparse.Namespace) -> dict:
-    import imageio.v3 as iio
-
     from mirage.scenes import Scene
 
     H, W = args.height, args.width
@@ -101,10 +97,10 @@ def run(args: argparse.Namespace) -> dict:
     results = []
     for i, t in enumerate(held_out.tolist()):
         visible = readout.mask[i].cpu().repeat_interleave(16, 0).repeat_interleave(16, 1)
-        value = _psnr(decoded[i], frames.rgb[t], visible)
+        value = _masked_psnr(decoded[i], frames.rgb[t], visible)
         mask_img = visible[None].expand(3, H, W).float()
         panel = torch.cat([decoded[i], frames.rgb[t], mask_img], dim=2)
-        iio.imwrite(os.path.join(args.out, f"view_{t:02d}.png"), _to_uint8(panel))
+        write_png(os.path.join(args.out, f"view_{t:02d}.png"), to_uint8(panel))
         results.append((t, float(readout.mask[i].float().mean()), value))
     steps.update()
 

@@ -97,7 +97,7 @@ say "python $PYVER, ROS mode: $ROS_MODE"
 
 # --------------------------------------------------------------------------------- python packages
 PIP_STAMP="$VENV/.mirage-bootstrap-pip"
-pip_key="$(hash_files setup.py requirements-ros.txt scripts/bootstrap.sh)-$ROS_MODE-$PYVER"
+pip_key="$(hash_files pyproject.toml mirage/__init__.py requirements-ros.txt scripts/bootstrap.sh)-$ROS_MODE-$PYVER"  # __init__: the version
 if [ "$FORCE" = 1 ] || [ "$(cat "$PIP_STAMP" 2>/dev/null)" != "$pip_key" ]; then
   step "installing Python packages into $VENV (the first time takes a few minutes)"
   # torch first and explicitly: left to the resolver, a plain `torch` requirement pulls the multi-GB CUDA build.

@@ -97,7 +97,8 @@ def test_model_card_reads_the_run_logs(tmp_path):
     run = tmp_path / "stage1"
     run.mkdir()
     TrainConfig(steps=2).save(run / "trainer_config.json")
-    (run / "loss_log.jsonl").write_text('{"step": 1, "loss": 2.0, "seconds": 1}\n{"step": 2, "loss": 1.5, "seconds": 2}\n')
+    (run / "loss_log.jsonl").write_text('{"step": 1, "loss": 2.0, "seconds": 1}\n'
+                                        '{"step": 2, "loss": 1.5, "seconds": 2}\n')
     ev = tmp_path / "eval"
     ev.mkdir()
     (ev / "results.json").write_text(json.dumps({"settings": {"clips": 1}, "notes": ["n"], "table": {

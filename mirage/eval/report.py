@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["METRICS", "HIGHER_IS_BETTER", "summarize", "markdown_table", "write_report", "side_by_side",
-           "write_video"]
+from mirage.media import to_uint8
+
+__all__ = ["METRICS", "HIGHER_IS_BETTER", "summarize", "markdown_table", "write_report", "side_by_side"]
 
 METRICS = ("PSNR", "SSIM", "LPIPS", "PSNR_C", "SSIM_C", "LPIPS_C", "PSNR_self")
 HIGHER_IS_BETTER = {"PSNR": True, "SSIM": True, "LPIPS": False, "PSNR_C": True, "SSIM_C": True, "LPIPS_C": False,
@@ -87,21 +89,17 @@ def side_by_side(videos: dict[str, torch.Tensor]) -> np.ndarray:
         raise ValueError(f"videos must share (T, 3, H, W), got {sorted(shapes)}")
     rows = []
     for label, video in videos.items():
-        frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        frames = to_uint8(video)
         rows.append(np.stack([_label(f, label) for f in frames]))
     return np.concatenate(rows, axis=2)
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Path:
-    """(T, H, W, 3) uint8 -> an mp4 (H.264 through imageio-ffmpeg); sizes padded to even numbers."""
-    import imageio.v2 as imageio
+def __getattr__(name: str):
+    # ``write_video`` moved to mirage.media (the project's one video writer); this name stays one release.
+    if name == "write_video":
+        warnings.warn("mirage.eval.report.write_video moved to mirage.media.write_video", DeprecationWarning,
+                      stacklevel=2)
+        from mirage.media import write_video
 
-    path = Path(path)
-    T, H, W, _ = frames.shape
-    pad_h, pad_w = (-H) % 16, (-W) % 16
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-    with imageio.get_writer(str(path), fps=fps, codec="libx264", quality=8, macro_block_size=16) as writer:
-        for frame in frames:
-            writer.append_data(frame)
-    return path
+        return write_video
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
