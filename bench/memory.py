@@ -10,6 +10,8 @@ the RGB baseline holds one point per pixel (704x1280). Reading the latent memory
 rendered image (the paper's Eq. 2). Frames are synthetic: random depth (1-5 m) seen from cameras
 jittered around the read camera, so most stored points project into the read view (a worst case
 for the z-buffer). No voxel dedup unless --voxel-size, so stored points grow exactly with frames.
+The latent rows also time the z-buffer alone against its readable torch twin
+(mirage.ops._zbuffer_reference, the baseline every fast z-buffer is compared with; --no-reference skips it).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import time
 
 import torch
 
-from mirage.camera import intrinsics_from_fov, look_at
-from mirage.memory import LatentSpatialMemory
-from mirage.rgb_cache import RGBPointCache
+from mirage.camera import intrinsics_from_fov, look_at, scale_intrinsics
+from mirage.memory import LatentSpatialMemory, RGBPointCloudMemory
+from mirage.ops import _zbuffer_reference as zbuffer_reference
+from mirage.ops import zbuffer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rgb-max-points", type=float, default=1e7,
                    help="largest RGB cache actually built; beyond it, rasterise time is extrapolated linearly "
                         "from the largest measured size and bytes are computed per point")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip timing the torch reference z-buffer (slow at 1000 frames on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -144,30 +149,32 @@ def main(argv=None) -> int:
         read_min = LAST_MIN[0]
         batch_poses = read_pose.expand(9, 4, 4).clone()
         read9_ms = timed(lambda: memory.read_batch(K, batch_poses, (H, W), (h, w)), device, args.repeats)
-        visible = memory.read(K, read_pose, (H, W), (h, w)).mask.float().mean().item()
-        # Insert one more frame (pooling 704x1280 depth to 44x80 + back-projection + append) on a copy
-        # of the store, so the row's size stays put.
+        visible = memory.coverage(K, read_pose[None], (H, W), (h, w)).item()
+        # The z-buffer alone (fast path vs the readable torch twin) on the same points and latent camera.
+        K_lat = scale_intrinsics(K, (H, W), (h, w))[None]
+        zbuf_args = (memory.points, K_lat, read_pose[None], h, w)
+        zbuf_ms = timed(lambda: zbuffer.rasterize(*zbuf_args), device, args.repeats)
+        ref_ms = float("nan")
+        if not args.no_reference:
+            ref_ms = timed(lambda: zbuffer_reference.rasterize(*zbuf_args), device, max(1, args.repeats // 2))
+        # Insert one more frame (pooling 704x1280 depth to 44x80 + back-projection + append) into an O(1)
+        # copy (copy-on-write store), so the row's size stays put.
         lat1, depth1, _, pose1 = synthetic_frames(10**6, 1, H, W, h, w, C, args.seed, device, with_rgb=False)
-        saved = (memory._store, memory.frames_inserted, memory.version)
-
-        def insert_one():
-            memory.insert(lat1[0], depth1[0], K, pose1[0])
-            memory._store, memory.frames_inserted, memory.version = saved
-
-        insert_ms = timed(insert_one, device, args.repeats)
+        insert_ms = timed(lambda: memory.copy().insert(lat1[0], depth1[0], K, pose1[0]), device, args.repeats)
         s = memory.stats()
         latent_rows[target] = dict(points=s["points"], bytes=s["bytes"], read=read_ms, read9=read9_ms,
-                                   insert=insert_ms, visible=visible)
+                                   insert=insert_ms, visible=visible, zbuf=zbuf_ms, ref=ref_ms)
         print(f"latent {target:5d} frames: {s['points']:,} points, {s['bytes'] / 1e6:.1f} MB, "
               f"read {read_ms:.2f} ms (min {read_min:.2f}), "
-              f"9 views {read9_ms:.2f} ms, insert {insert_ms:.2f} ms", flush=True)
+              f"9 views {read9_ms:.2f} ms, insert {insert_ms:.2f} ms, visible {visible:.0%}; z-buffer {zbuf_ms:.2f} ms "
+              f"vs torch reference {ref_ms:.2f} ms ({ref_ms / zbuf_ms:.1f}x)", flush=True)
     del memory
 
     # ------------------------------------------------------------------ RGB baseline
     per_frame = H * W
     cap = int(args.rgb_max_points)
     measurable = [f for f in frames if f * per_frame <= cap] or [max(1, cap // per_frame)]
-    cache = RGBPointCache(device=device)
+    cache = RGBPointCloudMemory(device=device)  # rasterise only here; the VAE encode is timed once below
     rgb_measured = {}
     for target in sorted(set(measurable)):
         while cache.frames_inserted < target:
@@ -194,9 +201,10 @@ def main(argv=None) -> int:
     biggest = max(rgb_measured)
     print()
     print("| stored frames | latent points | latent MB | latent read ms (1 view / 9 views) | latent insert ms "
+          "| z-buffer ms (fast / torch reference) "
           "| RGB points | RGB MB | RGB rasterise ms | VAE encode ms | RGB read ms (raster + encode) "
           "| read speedup | bytes ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     notes = set()
     for f in frames:
         lr = latent_rows[f]
@@ -213,7 +221,7 @@ def main(argv=None) -> int:
                       f"scaled linearly from {rgb_measured[biggest]['points']:,} points")
         rgb_read = raster + (encode_ms if not math.isnan(encode_ms) else 0.0)
         print(f"| {f} | {lr['points']:,} | {lr['bytes'] / 1e6:.1f} | {lr['read']:.2f} / {lr['read9']:.2f} | "
-              f"{lr['insert']:.2f} | {mark}{rgb_points:,} | {mark}{rgb_bytes / 1e6:.0f} | {mark}{raster:.1f} | "
+              f"{lr['insert']:.2f} | {lr['zbuf']:.2f} / {lr['ref']:.2f} | {mark}{rgb_points:,} | {mark}{rgb_bytes / 1e6:.0f} | {mark}{raster:.1f} | "
               f"{encode_ms:.0f} | {mark}{rgb_read:.0f} | {mark}{rgb_read / lr['read']:.0f}x | "
               f"{mark}{rgb_bytes / lr['bytes']:.0f}x |")
     print()

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .camera import latent_size, valid_depth_mask
-from .pointcloud import pool_depth
+from .memory.lifting import pool_depth
 
 __all__ = [
     "DepthProvider",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .camera import latent_size, valid_depth_mask
 from .depth import upsample_depth_nearest
-from .pointcloud import pool_depth
+from .memory.lifting import pool_depth
 
 __all__ = [
     "invalid_depth_mask",

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from mirage.autoencoders import PatchifyAutoencoder
-from mirage.memory import LatentSpatialMemory
-from mirage.rgb_cache import RGBPointCache
+from mirage.memory import LatentSpatialMemory, RGBPointCloudMemory
 
 scenes = pytest.importorskip("mirage.scenes")
 
@@ -39,9 +38,9 @@ def test_memory_reprojection_matches_ground_truth(kind, kw, target):
     p_memory = psnr(decoded, frames.rgb[1], visible)
     p_no_warp = psnr(frames.rgb[0], frames.rgb[1], visible)
     # The RGB baseline at pixel resolution, re-encoded: the finer reprojection the latent memory approximates.
-    cache = RGBPointCache()
+    cache = RGBPointCloudMemory(ae.encode, channels=ae.latent_channels)
     cache.insert(frames.rgb[0], frames.depth[0], K, poses[0], frames.dynamic[0])
-    rgb_read = cache.read(K, poses[target], (H, W), encoder=ae.encode)
+    rgb_read = cache.read(K, poses[target], (H, W), (H // 16, W // 16))
     _, covered, _ = cache.render(K, poses[target], (H, W))  # one point per pixel leaves holes: skip them
     p_rgb = psnr(ae.decode(rgb_read.features[None])[0], frames.rgb[1], visible & covered)
     print(f"\n{kind} frame 0 -> {target}: visible {out.mask.float().mean():.0%} of cells, PSNR memory "
@@ -55,8 +54,7 @@ def test_demo_writes_outputs(tmp_path, capsys):
     import argparse
 
     from mirage import demo
-    from mirage.memory import LatentSpatialMemory
-    from mirage.pointcloud import read_ply
+    from mirage.memory import read_ply
 
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)

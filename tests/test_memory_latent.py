@@ -6,8 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from mirage.camera import intrinsics_from_fov, look_at, make_intrinsics, scale_intrinsics
-from mirage.memory import LatentSpatialMemory, read_points
-from mirage.pointcloud import read_ply
+from mirage.memory import LatentSpatialMemory, read_points, read_ply
 
 H, W, S = 64, 96, 16
 h, w = H // S, W // S
@@ -310,7 +309,8 @@ def test_dtype_device_and_stats():
     s = m.stats()
     n = h * w
     assert s["points"] == n and s["frames_inserted"] == 1
-    assert s["bytes"] == n * (12 + 2 * C + 4 + 8)  # xyz + bf16 features + stamp + voxel key
+    assert s["bytes"] == n * (12 + 2 * C + 4 + 8 + 3)  # xyz + bf16 features + stamp + voxel key + colour
+    assert s["kind"] == "latent" and s["channels"] == C
     v = m.version
     m.to(dtype=torch.float32)
     assert m.features.dtype == torch.float32 and m.version == v + 1
@@ -359,16 +359,16 @@ def test_corrupt_truncated_and_foreign_files_raise(tmp_path):
 def test_export_points_and_ply(tmp_path):
     m = LatentSpatialMemory(channels=C, voxel_size=None)
     m.insert(latent(), plane(), K, EYE)
-    xyz, rgb = m.export_points()
+    xyz, rgb = m.export_points(colorize="pca")
     assert xyz.shape == (h * w, 3) and xyz.dtype == np.float32 and rgb.dtype == np.uint8
     assert rgb.min() == 0 and rgb.max() == 255  # stretched to the full range
-    xyz2, rgb2 = m.export_points()
+    xyz2, rgb2 = m.export_points(colorize="pca")
     assert np.array_equal(rgb, rgb2)
     xyz3, rgb3 = m.export_points(colorize=lambda f: torch.full((f.shape[0], 3), 0.5), max_points=10)
     assert xyz3.shape == (10, 3) and (rgb3 == 128).all()
     with pytest.raises(ValueError, match="colorize"):
         m.export_points(colorize=lambda f: f)
-    m.export_ply(tmp_path / "m.ply")
+    m.export_ply(tmp_path / "m.ply", colorize="pca")
     rx, rc = read_ply(tmp_path / "m.ply")
     assert np.array_equal(rx, xyz) and np.array_equal(rc, rgb)
 

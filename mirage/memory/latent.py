@@ -1,0 +1,216 @@
+"""Latent spatial memory (Mirage paper, Eq. 3-6): latent tokens stored at world-space points.
+
+* observe / insert (Eq. 4, 6): pool the depth map to the latent grid, lift each valid cell centre to world
+  space and store it with that cell's latent vector and observed colour (:mod:`mirage.memory.lifting`).
+  Invalid depth and excluded pixels (dynamic objects, sky) never enter the memory.
+* read (Eq. 5): project every point into the target camera's latent grid, keep the frontmost point per
+  cell with a deterministic z-buffer (:mod:`mirage.ops.zbuffer`), zero-fill the rest, and return the
+  visibility mask and the depth of the kept points (:mod:`mirage.memory.readout`).
+* bounded growth: voxel dedup (a newer observation replaces the older one in its voxel) and an
+  optional capacity that evicts the least recently written points (:class:`mirage.memory.store.PointStore`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mirage.camera import scale_intrinsics
+from mirage.memory.base import PointMemory
+from mirage.memory.lifting import check_frames, check_rgb, lift_frames, pool_colors
+from mirage.memory.protocol import Encoder, Readout
+from mirage.memory.readout import check_views, read_points
+from mirage.ops.zbuffer import rasterize
+
+__all__ = ["LatentSpatialMemory"]
+
+
+def _shape(x) -> object:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+class LatentSpatialMemory(PointMemory):
+    """Persistent cache M = {(p_i, f_i)}: points (N, 3) float32 in the world frame, features (N, C), and the
+    observed colour of each point (N, 3) uint8 (neutral grey when inserted without RGB).
+
+    Args:
+        channels: latent channels C (48 for Wan2.2).
+        voxel_size: edge of the dedup voxel in metres; None keeps every point (unbounded growth).
+            Pick it below the latent cell footprint at working distances (a 44x80 grid at 60 deg field
+            of view covers ~1.5 cm per metre of depth), or nearby cells merge.
+        max_points: capacity; beyond it the least recently written points are evicted first
+            (ties: lowest storage index). None means no cap.
+        device, dtype: where the points live and the dtype of the features (points stay float32).
+
+    Implements :class:`~mirage.memory.protocol.SpatialMemory`. Updates are copy-on-write
+    (:class:`~mirage.memory.base.PointMemory`).
+    """
+
+    FORMAT = "mirage.LatentSpatialMemory"
+    KIND = "latent"
+    KEEPS_COLORS = True
+
+    def __init__(self, channels: int = 48, voxel_size: float | None = 0.05, max_points: int | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        if int(channels) <= 0:
+            raise ValueError(f"channels must be positive, got {channels}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
+        super().__init__(channels, voxel_size, max_points, device, dtype)
+        self.channels = int(channels)
+
+    @property
+    def features(self) -> torch.Tensor:
+        """(N, C) features in the memory dtype."""
+        return self._store.values
+
+    @property
+    def colors(self) -> torch.Tensor:
+        """(N, 3) uint8 observed colour of each point (mean RGB of its cell's valid-depth pixels)."""
+        return self._store.colors
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._store.values.dtype
+
+    def __repr__(self) -> str:
+        return (f"LatentSpatialMemory(points={len(self)}, channels={self.channels}, voxel_size={self.voxel_size}, "
+                f"max_points={self.max_points}, device={self.device}, dtype={self.dtype})")
+
+    def to(self, device=None, dtype=None) -> "LatentSpatialMemory":
+        """Move points and features (in place) to ``device``; cast features to ``dtype``. Returns self."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
+        return super().to(device, dtype)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "channels": self.channels, "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device)}
+
+    # ------------------------------------------------------------------ observe / insert
+    def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
+                      cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None, *,
+                      encode: Encoder | None = None, latents: torch.Tensor | None = None) -> int:
+        """Store T frames: ``latents`` (T, C, h, w) when given, else ``encode(rgb)``, with the pixels' colours.
+
+        rgb (T, 3, H, W) in [0, 1]; depth (T, H, W) metres; intrinsics (3, 3) | (T, 3, 3) at (H, W);
+        cam_to_world (T, 4, 4); exclude (T, H, W) bool or None. Returns the number of cells written.
+        Everything is validated before ``encode`` runs; ValueError leaves the memory unchanged.
+        """
+        # 1. Check the frames, so bad input costs no encode and changes nothing.
+        depth, intrinsics, cam_to_world, exclude = check_frames(depth, intrinsics, cam_to_world, exclude)
+        check_rgb(rgb, depth)
+        if latents is None and encode is None:
+            raise ValueError("observe_batch needs latents (T, C, h, w) or an encode callable, got neither")
+        if latents is not None:
+            self._check_latents(latents, depth.shape, "latents")
+        else:
+            # 2. Encode, and hold the encoder's output to the same contract.
+            latents = encode(rgb)
+            self._check_latents(latents, depth.shape, "encode(rgb)")
+        # 3. Lift and commit.
+        return self._store_frames(latents, depth, intrinsics, cam_to_world, exclude, rgb)
+
+    def insert(self, latent: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
+               cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None, rgb: torch.Tensor | None = None) -> int:
+        """Store one frame (Eq. 4 / 6).
+
+        latent (C, h, w); depth (H, W) metres (<= 0, NaN, inf: no depth); intrinsics (3, 3) at (H, W);
+        cam_to_world (4, 4); exclude (H, W) bool, True on pixels that must not be stored; rgb (3, H, W) in
+        [0, 1] or None (colours then neutral grey). H, W must be whole multiples of h, w. The cell rule is
+        :mod:`mirage.memory.lifting`'s. Returns the number of cells written (after merging cells of this
+        frame that share a voxel). Raises ValueError on bad input, leaving the memory unchanged.
+        """
+        if not isinstance(latent, torch.Tensor) or latent.ndim != 3:
+            raise ValueError(f"latent must be a (C, h, w) tensor, got {_shape(latent)}")
+        for name, x, nd in (("depth", depth, 2), ("cam_to_world", cam_to_world, 2)):
+            if not isinstance(x, torch.Tensor) or x.ndim != nd:
+                raise ValueError(f"{name} must be a {nd}-D tensor, got {_shape(x)}")
+        if exclude is not None and (not isinstance(exclude, torch.Tensor) or exclude.ndim != 2):
+            raise ValueError("exclude must be an (H, W) bool tensor")
+        if rgb is not None and (not isinstance(rgb, torch.Tensor) or rgb.ndim != 3):
+            raise ValueError(f"rgb must be a (3, H, W) tensor, got {_shape(rgb)}")
+        return self.insert_batch(latent[None], depth[None], intrinsics, cam_to_world[None],
+                                 None if exclude is None else exclude[None], None if rgb is None else rgb[None])
+
+    def insert_batch(self, latents: torch.Tensor, depths: torch.Tensor, intrinsics: torch.Tensor,
+                     cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None,
+                     rgb: torch.Tensor | None = None) -> int:
+        """Store T frames at once, as if inserted one after another in order (a later frame is newer).
+
+        latents (T, C, h, w); depths (T, H, W); intrinsics (3, 3) or (T, 3, 3) at (H, W);
+        cam_to_world (T, 4, 4); exclude (T, H, W) bool or None; rgb (T, 3, H, W) in [0, 1] or None (neutral
+        grey colours). Returns the number of cells written.
+        """
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+            raise ValueError(f"latents must be a (T, C, h, w) tensor, got {_shape(latents)}")
+        depths, intrinsics, cam_to_world, exclude = check_frames(depths, intrinsics, cam_to_world, exclude)
+        self._check_latents(latents, depths.shape, "latents")
+        if rgb is not None:
+            check_rgb(rgb, depths)
+        return self._store_frames(latents, depths, intrinsics, cam_to_world, exclude, rgb)
+
+    def _check_latents(self, latents, depth_shape, name: str) -> None:
+        T, H, W = depth_shape
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
+            raise ValueError(f"{name} must be a (T, C, h, w) tensor, got {_shape(latents)}")
+        if not latents.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {latents.dtype}")
+        if latents.shape[1] != self.channels:
+            raise ValueError(f"latent channel mismatch: memory has {self.channels} channels, {name} has "
+                             f"{latents.shape[1]}")
+        if latents.shape[0] != T:
+            raise ValueError(f"got {latents.shape[0]} latent frames ({name}) but {T} depth maps")
+        h, w = latents.shape[-2:]
+        if H % h or W % w:
+            raise ValueError(f"latent grid {h}x{w} ({name}) does not divide the depth image {H}x{W}")
+        if not torch.isfinite(latents).all():
+            raise ValueError(f"{name} have non-finite values")
+
+    def _store_frames(self, latents, depths, intrinsics, cam_to_world, exclude, rgb) -> int:
+        """Lift checked frames and commit: latents (T, C, h, w), depths (T, H, W), K (T, 3, 3), c2w (T, 4, 4)."""
+        dev = self.device
+        T, _, h, w = latents.shape
+        frame, cell, points, z = lift_frames(depths.to(dev), intrinsics.to(dev), cam_to_world.to(dev), (h, w),
+                                             None if exclude is None else exclude.to(dev))
+        flat = frame * (h * w) + cell
+        values = latents.to(dev).permute(0, 2, 3, 1).reshape(T * h * w, self.channels)[flat]
+        colors = None
+        if rgb is not None:
+            colors = pool_colors(rgb.to(dev), depths.to(dev), (h, w)).reshape(T * h * w, 3)[flat]
+        return self._merge(points, values, frame, z, T, colors)
+
+    # ------------------------------------------------------------------ read
+    def read_batch(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
+                   latent_size: tuple[int, int], near: float = 1e-3) -> Readout:
+        """Memory seen from T cameras in one z-buffer pass (Eq. 5).
+
+        intrinsics (3, 3) or (T, 3, 3) at ``image_size`` (H, W); cam_to_world (T, 4, 4); ``latent_size``
+        (h, w) is the grid read out; points with camera z <= ``near`` are ignored.
+        Returns features (T, C, h, w) (zeros where unseen), mask (T, h, w), depth (T, h, w).
+        """
+        K, cam_to_world, image_size, latent_size = check_views(intrinsics, cam_to_world, image_size, latent_size,
+                                                               near)
+        store = self._store  # one snapshot: an insert on another thread swaps in a new store, never edits it
+        device = store.points.device
+        K = scale_intrinsics(K.to(device, torch.float32), image_size, latent_size)
+        return read_points(store.points, store.values, K, cam_to_world.to(device, torch.float32), latent_size, near)
+
+    def visibility(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
+                   latent_size: tuple[int, int], near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+        """mask (T, h, w) bool and depth (T, h, w) float32 of :meth:`read_batch`, without gathering features."""
+        K, cam_to_world, image_size, (h, w) = check_views(intrinsics, cam_to_world, image_size, latent_size, near)
+        points = self._store.points
+        K = scale_intrinsics(K.to(points.device, torch.float32), image_size, (h, w))
+        winner, depth = rasterize(points, K, cam_to_world.to(points.device, torch.float32), h, w, near)
+        return winner >= 0, depth
+
+    # ------------------------------------------------------------------ persistence
+    def _config(self) -> dict:
+        return {"channels": self.channels, **super()._config()}
+
+    @classmethod
+    def _from_config(cls, config: dict, values: torch.Tensor) -> "LatentSpatialMemory":
+        if values.shape[1] != config["channels"]:
+            raise ValueError(f"features have {values.shape[1]} channels, metadata says {config['channels']}")
+        return cls(channels=config["channels"], voxel_size=config["voxel_size"], max_points=config["max_points"],
+                   dtype=values.dtype)
