@@ -143,6 +143,15 @@ class LatentSpatialMemory(PointMemory):
         values = latents.permute(0, 2, 3, 1).reshape(T * h * w, self.channels)[frame * (h * w) + cell]
         return self._merge(points, values, frame, z, T)
 
+    # SHIM (branch wt-pipeline only, drop at merge): the memory protocol's observe_batch, so the pipeline runs
+    # against this class before mirage/memory/protocol.py lands.
+    def observe_batch(self, rgb, depth, intrinsics, cam_to_world, exclude=None, *, encode=None, latents=None) -> int:
+        if latents is None:
+            if encode is None:
+                raise ValueError("a latent memory needs latents or an encode callable")
+            latents = encode(rgb)
+        return self.insert_batch(latents.to(self.dtype), depth, intrinsics, cam_to_world, exclude)
+
     def _check_insert(self, latents, depths, intrinsics, cam_to_world, exclude):
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
             raise ValueError(f"latents must be a (T, C, h, w) tensor, got "

@@ -62,5 +62,10 @@ class RGBCacheMemory:
         """rgb (T, 3, H, W) in [0, 1] (pixels, not latents); the rest as :meth:`LatentSpatialMemory.insert_batch`."""
         return self.cache.insert_batch(rgb, depth, intrinsics, cam_to_world, exclude)
 
+    # SHIM (branch wt-pipeline only, drop at merge): the memory protocol's observe_batch (pixels stored,
+    # encode / latents ignored), so the pipeline runs against this class before mirage/memory/ lands.
+    def observe_batch(self, rgb, depth, intrinsics, cam_to_world, exclude=None, *, encode=None, latents=None) -> int:
+        return self.cache.insert_batch(rgb, depth, intrinsics, cam_to_world, exclude)
+
     def insert(self, rgb, depth, intrinsics, cam_to_world, exclude=None) -> int:
         return self.cache.insert(rgb, depth, intrinsics, cam_to_world, exclude)
