@@ -6,9 +6,9 @@ depth provider for generated frames and an optional segmenter for dynamic / sky 
 :mod:`mirage.pipeline.loading`; the chunked rollout in :mod:`mirage.pipeline.rollout` (:meth:`rollout` calls it).
 
 Latent types. With a causal autoencoder of temporal stride ``s > 1`` (the Wan2.2 VAE, ``s = 4``) latent 0 of a clip
-encodes frame 0 alone and every later latent a group of ``s`` frames; the two are different codes (with the tiny
-VAE a frame's latent-0 code and its static group code have cosine 0.43). A window's first position is latent-0
-type, every target the side branch conditions is group type, so:
+encodes frame 0 alone and every later latent a group of ``s`` frames; the two are different codes (with mirage-tiny's
+VAE a frame's latent-0 code and its static group code have cosine 0.09, relative MSE 1.9, on 12 held-out frames).
+A window's first position is latent-0 type, every target the side branch conditions is group type, so:
 
 * :meth:`encode_images` gives TARGET-type latents: what the memory stores (keyframes, :meth:`observe`, the RGB
   baseline's re-encoded views);
