@@ -8,9 +8,11 @@ Every variant runs :meth:`MirageWorldModel.rollout` on the same procedural room 
 trajectory, seed and number of denoising steps:
 
 * latent memory: ``LatentSpatialMemory`` read at latent resolution (one z-buffer pass per chunk), updated
-  by re-encoding each new representative frame alone and back-projecting it;
+  with each chunk's denoised latents back-projected at their frames' poses (``--memory-latents reencoded``:
+  the decoded frames re-encoded as target-type latents instead);
 * RGB cache: ``RGBPointCache`` (via ``mirage.rgb_memory.RGBCacheMemory``): every chunk rasterises each
-  target view at pixel resolution and VAE-encodes it (paper Eq. 2); updates store pixels;
+  target view at pixel resolution and VAE-encodes it (paper Eq. 2; ``encode_images``, target-type latents);
+  updates store pixels;
 * no memory: the same model without any readout or update (side branch skipped).
 
 Each variant runs ``--repeats`` times, interleaved; the run with the median total is reported.
@@ -30,8 +32,7 @@ import time
 import torch
 
 from mirage.depth import GivenDepth
-from mirage.rollout import PHASES
-from mirage.world_model import MirageWorldModel
+from mirage.pipeline import PHASES, MirageWorldModel
 
 VARIANTS = ("latent memory", "RGB cache", "no memory")
 
@@ -39,7 +40,8 @@ VARIANTS = ("latent memory", "RGB cache", "no memory")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--frames", type=int, default=None, help="frames per rollout (1 + 4m); default 4 chunks")
+    p.add_argument("--frames", type=int, default=None, help="frames per rollout (1 + s m for the model's temporal "
+                   "stride s, 4 here); default 4 chunks")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's 20)")
     p.add_argument("--height", type=int, default=None, help="image height (default 128 CPU, 704 GPU)")
     p.add_argument("--width", type=int, default=None, help="image width (default 192 CPU, 1280 GPU)")
@@ -49,15 +51,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed rollouts per variant, median reported "
                    "(3 CPU, 1 GPU: a 5B rollout takes about a minute)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave as is)")
+    p.add_argument("--memory-latents", choices=("denoised", "reencoded"), default="denoised",
+                   help="what a chunk writes to the latent memory (WorldModelConfig.memory_latents)")
     return p.parse_args(argv)
 
 
 def build_model(args, device: torch.device) -> MirageWorldModel:
     if device.type == "cuda":
-        overrides = dict(height=args.height or 704, width=args.width or 1280)
+        overrides = dict(height=args.height or 704, width=args.width or 1280, memory_latents=args.memory_latents)
         return MirageWorldModel.from_pretrained("wan22_5b-random", device=device, torch_dtype=torch.bfloat16,
                                                 **overrides)
-    return MirageWorldModel.from_pretrained("tiny", height=args.height or 128, width=args.width or 192)
+    return MirageWorldModel.from_pretrained("tiny", height=args.height or 128, width=args.width or 192,
+                                            memory_latents=args.memory_latents)
 
 
 def peak_mib(device: torch.device) -> float:
@@ -111,8 +116,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     model = build_model(args, device)
     H, W = model.image_size
-    new_per_chunk = 4 * (model.config.chunk_latent_frames - model.config.context_latent_frames)
-    T = args.frames or 1 + 4 * (model.config.chunk_latent_frames - 1) + (args.chunks - 1) * new_per_chunk
+    s, window = model.temporal_stride, model.chunk_latent_frames
+    new_per_chunk = s * (window - model.config.context_latent_frames)
+    T = args.frames or 1 + s * (window - 1) + (args.chunks - 1) * new_per_chunk
     scene = Scene.random(args.scene_seed, num_objects=6)
     K = scene.default_intrinsics(H, W)
     c2w = scene.trajectory("forward", T)
@@ -120,11 +126,12 @@ def main(argv=None) -> int:
     depth = frames.depth.cpu()
     first = frames.rgb[0].cpu()
     steps = args.steps or model.config.num_inference_steps
-    print(f"model: {model.backbone!r}; {H}x{W}, {T} frames in chunks of {model.chunk_frames}, {steps} steps "
+    print(f"model: {model.backbone!r}; {H}x{W}, {T} frames in chunks of {model.chunk_frames}, {steps} steps, "
+          f"memory latents {model.config.memory_latents} "
           f"(set up in {time.perf_counter() - t0:.1f} s)")
 
     model.depth_provider = GivenDepth(depth)
-    warm_T = 1 + 4 * (model.config.chunk_latent_frames - 1)
+    warm_T = 1 + s * (window - 1)
     for variant in VARIANTS:  # warm-up: first calls allocate and (on GPU) pick kernels
         run_variant(model, variant, K, c2w[:warm_T], depth, first, argparse.Namespace(**{**vars(args), "steps": 1}),
                     device)

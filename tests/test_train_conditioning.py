@@ -5,8 +5,8 @@ import torch
 
 from mirage.data.latent_cache import encode_clip
 from mirage.eval.closed_loop import evaluation_clips
+from mirage.pipeline import MirageWorldModel
 from mirage.train.conditioning import chunk_conditioning, memory_from_sources, training_batch
-from mirage.world_model import MirageWorldModel
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,12 @@ def test_conditioning_matches_rollout_inputs(setup):
     assert ours.memory_mask[0, 0, 0].all() or ours.memory_mask[0, 0, 0].float().mean() > 0.5
     # The rollout's clean context is the first frame encoded alone = latent 0 of the clip encoding.
     assert torch.allclose(hidden[0, :, 0], sample.latents[:, 0], atol=1e-5)
+    with_context = chunk_conditioning(model, None, sample.intrinsics, sample.cam_to_world,
+                                      context=model.encode_context_frames(clip.rgb[:1]))
+    assert with_context.is_context.tolist() == [True, False, False] and with_context.memory_latents is None
+    assert torch.equal(with_context.window[0, :, 0], hidden[0, :, 0]) and not with_context.window[0, :, 1:].any()
+    # the memory sources are target-type latents, as observe() stores them at inference
+    assert torch.equal(sample.source_latents, model.encode_images(clip.rgb[:1]).float())
 
     batch = training_batch(model, [sample], torch.Generator().manual_seed(0))
     tokens = timestep.shape[1] // 3

@@ -7,7 +7,7 @@ import torch
 from mirage.camera import intrinsics_from_fov, look_at
 from mirage.depth import GivenDepth
 from mirage.memory import LatentSpatialMemory
-from mirage.world_model import CancelToken, MirageWorldModel, RolloutCancelled
+from mirage.pipeline import CancelToken, MirageWorldModel, RolloutCancelled
 
 H, W = 64, 96
 STEPS = 2
@@ -111,7 +111,7 @@ def test_readout_depth_writes_only_what_the_memory_saw(model):
 
 def test_context_stays_clean_and_gets_timestep_zero(model, monkeypatch):
     memory = seeded_memory(model)
-    clean0 = model.encode_images(first_frame()[None])[0]
+    clean0 = model.encode_context_frames(first_frame()[None])[0]  # a window starts with a latent-0 code
     seen = []
     timesteps = []
     forward = model.transformer.forward
@@ -212,7 +212,12 @@ def test_memory_only_mode_decodes_the_readout(model):
     K, c2w = intrinsics(), trajectory(9, step=0.1)
     res = model.rollout(memory, K, c2w, mode="memory_only")
     readout = memory.read_batch(K, c2w[[0, 4, 8]], (H, W), model.latent_size)
-    video = model.decode_latents(readout.features.transpose(0, 1)[None])[0].transpose(0, 1)
+    # frame 0: the target-type readout at pose 0 decoded as such; the window: its latent-0 re-encoding as the
+    # clean context, then the readouts of latent frames 1 and 2 in their own (group) slots
+    frame0 = model.decode_images(readout.features[:1])
+    window = torch.cat([model.encode_context_frames(frame0), readout.features[1:]])
+    video = model.decode_latents(window.transpose(0, 1)[None])[0].transpose(0, 1)
+    video[0] = frame0[0]
     expected = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(res.frames, expected)
     assert (len(memory), memory.version) == state

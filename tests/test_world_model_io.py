@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import mirage.world_model_io as wm_io
+import mirage.pipeline.loading as wm_io
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.world_model import CONFIG_NAME, MirageWorldModel, WorldModelConfig
+from mirage.pipeline import CONFIG_NAME, MirageWorldModel, WorldModelConfig
 
 H, W = 64, 96
 
@@ -103,7 +103,7 @@ def test_wan_layout_directory_with_adapter_checkpoint(tmp_path):
 def test_real_size_defaults_for_wan_directories():
     config = WorldModelConfig.preset("wan22_5b")
     assert (config.height, config.width, config.chunk_frames, config.num_inference_steps) == (704, 1280, 33, 20)
-    assert config.flow_shift == 5.0 and config.chunk_latent_frames == 9
+    assert config.flow_shift == 5.0 and config.chunk_latent_frames(temporal_stride=4) == 9
 
 
 def test_mirage_tiny_resolves_to_the_shipped_directory(tmp_path, monkeypatch):
@@ -222,3 +222,46 @@ def test_resaving_a_loaded_model_stays_self_contained(tmp_path):
     wan.save_pretrained(tmp_path / "d", copy_backbone=True)
     assert json.loads((tmp_path / "d" / CONFIG_NAME).read_text())["backbone"] == "backbone"
     assert np.array_equal(_rollout(MirageWorldModel.from_pretrained(str(tmp_path / "d"))), _rollout(wan))
+
+
+def test_configs_saved_before_same_type_latents_keep_their_memory_type(tmp_path):
+    MirageWorldModel.from_pretrained("tiny").save_pretrained(tmp_path / "wm")
+    saved = json.loads((tmp_path / "wm" / CONFIG_NAME).read_text())
+    assert (saved["memory_latent_type"], saved["memory_latents"]) == ("target", "denoised")
+    for key in ("memory_latent_type", "memory_latents"):  # what a directory written before them looks like
+        del saved[key]
+    (tmp_path / "wm" / CONFIG_NAME).write_text(json.dumps(saved))
+    old = MirageWorldModel.from_pretrained(str(tmp_path / "wm"))
+    assert (old.config.memory_latent_type, old.config.memory_latents) == ("single_frame", "reencoded")
+    assert old.memory_holds_context_type
+    x = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(old.encode_images(x), old.encode_context_frames(x))
+    with pytest.raises(ValueError, match="reencoded"):
+        MirageWorldModel.from_pretrained(str(tmp_path / "wm"), memory_latents="denoised")
+    config, _, _ = wm_io.resolve_pretrained("mirage-tiny", {})  # the shipped v1 was trained on single frames
+    assert config.memory_latent_type == "single_frame"
+    with pytest.raises(ValueError, match="memory_latent_type"):
+        WorldModelConfig(memory_latent_type="group")
+
+
+@pytest.mark.parametrize("old, names", [
+    ("mirage.world_model", ("MirageWorldModel", "WorldModelConfig", "CancelToken", "RolloutCancelled",
+                            "RolloutResult", "window_relative_poses", "CONFIG_NAME")),
+    ("mirage.world_model_io", ("WorldModelConfig", "resolve_pretrained", "build_transformer", "SHIPPED")),
+    ("mirage.rollout", ("Chunk", "plan_chunks", "PhaseTimer", "PHASES", "RolloutProgress")),
+    ("mirage.sampling", ("make_scheduler", "sample_chunk")),
+])
+def test_old_import_paths_still_work_and_warn(old, names, monkeypatch):
+    import importlib
+    import sys
+
+    import mirage.pipeline as pipeline
+
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match="mirage.pipeline"):
+        module = importlib.import_module(old)
+    for name in names:
+        assert hasattr(module, name), name
+    assert module.__dict__.get("MirageWorldModel", pipeline.MirageWorldModel) is pipeline.MirageWorldModel
+    if old == "mirage.rollout":  # the old signature: Wan2.2's stride when none is given
+        assert module.plan_chunks(17, 3) == pipeline.plan_chunks(17, 3, temporal_stride=4)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mirage.rollout import CancelToken, plan_chunks
-from mirage.sampling import make_scheduler, sample_chunk
+from mirage.pipeline import CancelToken, pad_trajectory, padded_length, plan_chunks
+from mirage.pipeline.sampling import make_scheduler, sample_chunk
 
 
 def _exact_flow(x0, scheduler, steps):
@@ -67,18 +67,50 @@ def test_scheduler_is_unipc_flow_shift_5():
 
 
 def test_chunk_plan():
-    assert plan_chunks(1, 9) == []
-    chunks = plan_chunks(65, 9)
+    assert plan_chunks(1, 9, temporal_stride=4) == []
+    chunks = plan_chunks(65, 9, temporal_stride=4)
     assert [(c.start, c.length, c.context) for c in chunks] == [(0, 9, 1), (8, 9, 1)]
     assert [tuple(c.new_pixel_frames)[::31] for c in chunks] == [(1, 32), (33, 64)]
-    short = plan_chunks(41, 9)  # the last chunk generates fewer frames
+    short = plan_chunks(41, 9, temporal_stride=4)  # the last chunk generates fewer frames
     assert [(c.start, c.length) for c in short] == [(0, 9), (8, 3)] and short[-1].new_pixel_frames == range(33, 41)
-    two = plan_chunks(65, 9, context_latent_frames=2)
+    two = plan_chunks(65, 9, context_latent_frames=2, temporal_stride=4)
     assert [(c.start, c.length, c.context) for c in two] == [(0, 9, 1), (7, 9, 2), (14, 3, 2)]
     covered = [f for c in two for f in c.new_pixel_frames]
     assert covered == list(range(1, 65))
     for bad in (0, 10, 32):
         with pytest.raises(ValueError):
-            plan_chunks(bad, 9)
+            plan_chunks(bad, 9, temporal_stride=4)
     with pytest.raises(ValueError):
-        plan_chunks(9, 2, context_latent_frames=2)
+        plan_chunks(9, 2, context_latent_frames=2, temporal_stride=4)
+
+
+def test_chunk_plan_at_stride_one():
+    # a per-frame autoencoder: every pixel frame is a latent frame, windows of 9 add 8 frames each
+    chunks = plan_chunks(17, 9, temporal_stride=1)
+    assert [(c.start, c.length, c.context) for c in chunks] == [(0, 9, 1), (8, 9, 1)]
+    assert [c.new_pixel_frames for c in chunks] == [range(1, 9), range(9, 17)]
+    assert chunks[1].pixel_frames.tolist() == list(range(8, 17)) and chunks[1].pixel_offset == 8
+    assert plan_chunks(10, 9, temporal_stride=1)[-1].new_pixel_frames == range(9, 10)  # any T works at stride 1
+    four = plan_chunks(17, 3, temporal_stride=4)[1]
+    assert four.pixel_frames.tolist() == [8, 12, 16] and four.pixel_offset == 8
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="temporal_stride"):
+            plan_chunks(9, 3, temporal_stride=bad)
+
+
+def test_pad_trajectory_holds_the_last_pose():
+    from mirage.camera import look_at
+
+    poses = torch.stack([look_at([0.1 * i, 0, 0], [0.1 * i, 0, 1], up=[0, -1, 0]) for i in range(7)])
+    padded = pad_trajectory(poses, 4)
+    assert padded.shape == (9, 4, 4)
+    assert torch.equal(padded[:7], poses) and torch.equal(padded[7], poses[6]) and torch.equal(padded[8], poses[6])
+    assert torch.equal(pad_trajectory(poses[:5], 4), poses[:5])
+    assert pad_trajectory(poses, 1) is poses  # every length is whole at stride 1
+    assert pad_trajectory(poses[:1], 4).shape == (1, 4, 4)
+    assert [padded_length(n, 4) for n in (1, 2, 5, 6, 9, 10)] == [1, 5, 5, 9, 9, 13]
+    assert [padded_length(n, 1) for n in (1, 2, 7)] == [1, 2, 7]
+    with pytest.raises(ValueError, match="num_frames"):
+        pad_trajectory(poses[:0], 4)
+    with pytest.raises(ValueError, match="poses"):
+        pad_trajectory(poses[0], 4)

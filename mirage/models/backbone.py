@@ -123,6 +123,16 @@ class Backbone:
         return int(self.vae.config.scale_factor_temporal)
 
     @property
+    def temporal_stride(self) -> int:
+        """Pixel frames per latent frame after the first (the VAE's ``scale_factor_temporal``: 4 for Wan2.2)."""
+        return int(self.vae.config.scale_factor_temporal)
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per latent cell along each axis (the VAE's ``scale_factor_spatial``: 16 for Wan2.2)."""
+        return int(self.vae.config.scale_factor_spatial)
+
+    @property
     def patch_size(self) -> tuple[int, int, int]:
         return tuple(int(p) for p in self.transformer.config.patch_size)
 

@@ -1,15 +1,10 @@
-"""Model inputs of one training sample, built exactly as :meth:`MirageWorldModel.rollout` builds them.
+"""Model inputs of one training sample, built by the same function that builds them at inference.
 
-At inference each chunk window gets (see :mod:`mirage.world_model`):
-
-* the memory readout at the camera of every latent frame (one z-buffer pass, ``memory.read_batch`` at the
-  model's image size and latent grid), as ``memory_latents (1, 48, F, h, w)`` and ``memory_mask (1, 1, F, h, w)``;
-* Plücker rays of those cameras relative to the window's first camera
-  (:func:`mirage.world_model.window_relative_poses` + :func:`mirage.models.latent_rays`);
-* per-token timesteps, 0 on the clean context frames.
-
-:func:`chunk_conditioning` reproduces the first two from the world model's public pieces (a test captures
-the inputs of a real rollout and checks they are identical), and :func:`training_batch` adds the noise.
+Every window's conditioning (memory readout + mask, Plücker rays, the clean context and which positions are
+context) comes from :func:`mirage.pipeline.conditioning.chunk_conditioning`, the function the rollout calls in its
+step 3; the memory is filled with the sample's memory sources, which were encoded with
+:meth:`MirageWorldModel.encode_images` (target-type latents, what ``observe`` stores at inference). So training
+readouts are built exactly as at inference, from the same latent type. :func:`training_batch` adds the noise.
 """
 
 from __future__ import annotations
@@ -20,43 +15,16 @@ from typing import Sequence
 import torch
 
 from mirage.data.latent_cache import EncodedClip
-from mirage.models import latent_rays, per_token_timesteps
+from mirage.models import per_token_timesteps
+from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
 from mirage.train.flow_matching import add_noise, flow_target, sample_sigmas
-from mirage.world_model import window_relative_poses
 
 __all__ = ["ChunkConditioning", "chunk_conditioning", "memory_from_sources", "TrainingBatch", "training_batch"]
 
 
-@dataclass
-class ChunkConditioning:
-    """memory_latents (1, 48, F, h, w) and memory_mask (1, 1, F, h, w) bool, or None without a side branch;
-    rays (1, 6, F, h, w) or None without a camera embedding."""
-
-    memory_latents: torch.Tensor | None
-    memory_mask: torch.Tensor | None
-    rays: torch.Tensor | None
-
-
-def chunk_conditioning(world_model, memory, intrinsics: torch.Tensor, cam_to_world: torch.Tensor
-                       ) -> ChunkConditioning:
-    """Readout and rays for a window whose latent frames have cameras ``intrinsics`` (F, 3, 3) at the model's
-    image size and ``cam_to_world`` (F, 4, 4), on the model's device and dtype."""
-    H, W = world_model.image_size
-    device, dtype = world_model.device, world_model.dtype
-    transformer = world_model.transformer
-    memory_latents = memory_mask = rays = None
-    if transformer.side_branch is not None:
-        readout = memory.read_batch(intrinsics, cam_to_world, (H, W), world_model.latent_size)
-        memory_latents = readout.features.to(device, dtype).transpose(0, 1)[None]
-        memory_mask = readout.mask.to(device)[None, None]
-    if transformer.camera_embedding is not None:
-        rel = window_relative_poses(cam_to_world).float()
-        rays = latent_rays(intrinsics, rel, (H, W), world_model.latent_size)[None].to(device, dtype)
-    return ChunkConditioning(memory_latents, memory_mask, rays)
-
-
 def memory_from_sources(world_model, sample: EncodedClip):
-    """A fresh memory holding the sample's memory-source frames (as ``observe`` would store them)."""
+    """A fresh latent memory holding the sample's memory-source frames, as ``observe`` would store them (the
+    cache keeps their latents, not their pixels, so they go in through the latent memory's own writer)."""
     memory = world_model.new_memory()
     memory.insert_batch(sample.source_latents.to(memory.dtype), sample.source_depth, sample.source_intrinsics,
                         sample.source_cam_to_world, exclude=sample.source_exclude)
@@ -118,20 +86,25 @@ def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch
         pick = torch.rand(B, generator=generator) < 0.5
         contexts = torch.where(pick, torch.full_like(contexts, context_latent_frames), contexts)
     drop = torch.rand(B, generator=generator) < memory_dropout
-    context = torch.arange(F)[None, :] < contexts[:, None]  # (B, F)
-    noisy, frame_sigmas = add_noise(x0, noise, sigmas, context.to(device))
+    # The clean context of each sample is its own first c latents, placed by the rollout's conditioning function.
+    reads_memory = world_model.transformer.side_branch is not None
+    parts = []
+    for i, (sample, dropped) in enumerate(zip(samples, drop.tolist())):
+        memory = None
+        if reads_memory:
+            memory = world_model.new_memory() if dropped else memory_from_sources(world_model, sample)
+        parts.append(chunk_conditioning(world_model, memory, sample.intrinsics, sample.cam_to_world,
+                                        context=x0[i, :, : int(contexts[i])].transpose(0, 1)))
+    context = torch.stack([p.is_context for p in parts]).to(device)  # (B, F)
+    noisy, frame_sigmas = add_noise(x0, noise, sigmas, context)
+    noisy = torch.where(context[:, None, :, None, None], torch.cat([p.window for p in parts]), noisy)
     h, w = x0.shape[-2:]
     timestep = per_token_timesteps(frame_sigmas * 1000.0, (h, w), world_model.transformer.patch_size)
-
-    parts = []
-    for sample, dropped in zip(samples, drop.tolist()):
-        memory = world_model.new_memory() if dropped else memory_from_sources(world_model, sample)
-        parts.append(chunk_conditioning(world_model, memory, sample.intrinsics, sample.cam_to_world))
 
     def cat(name):
         values = [getattr(p, name) for p in parts]
         return None if values[0] is None else torch.cat(values)
 
-    return TrainingBatch(noisy=noisy.to(dtype), timestep=timestep, context=context.to(device),
+    return TrainingBatch(noisy=noisy.to(dtype), timestep=timestep, context=context,
                          target=flow_target(x0, noise), memory_latents=cat("memory_latents"),
                          memory_mask=cat("memory_mask"), rays=cat("rays"), sigmas=sigmas)

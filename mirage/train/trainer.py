@@ -1,4 +1,4 @@
-"""Two-stage fine-tuning of a :class:`~mirage.world_model.MirageWorldModel` with flow matching.
+"""Two-stage fine-tuning of a :class:`~mirage.pipeline.MirageWorldModel` with flow matching.
 
 Stage 1 trains the memory side branch and the camera embedding; the backbone and VAE are frozen (their
 weights stay bit-identical). Stage 2 attaches LoRA to the backbone's self-attention
@@ -116,7 +116,7 @@ class Trainer:
 
     dataset: items are :class:`~mirage.data.Clip` (encoded on the fly) or
     :class:`~mirage.data.latent_cache.EncodedClip` (from a latent cache). Clips must have the model's image
-    size and ``world_model.chunk_frames`` frames or fewer (1 + 4k).
+    size and ``world_model.chunk_frames`` frames or fewer (1 + s k for the model's ``temporal_stride`` s).
     """
 
     def __init__(self, config: TrainConfig, dataset: Dataset, output_dir: str | os.PathLike, world_model=None,
@@ -132,7 +132,7 @@ class Trainer:
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         torch.manual_seed(config.seed)
         if world_model is None:
-            from mirage.world_model import MirageWorldModel
+            from mirage.pipeline import MirageWorldModel
 
             world_model = MirageWorldModel.from_pretrained(config.model, device=self.accelerator.device)
         self.world_model = world_model

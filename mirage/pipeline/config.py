@@ -1,0 +1,115 @@
+"""WorldModelConfig: everything a saved world model needs besides its weights (``mirage_world_model.json``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES"]
+
+CONFIG_NAME = "mirage_world_model.json"
+
+# What the rollout writes to a latent memory after each chunk (see :mod:`mirage.pipeline.rollout`, step 6).
+MEMORY_LATENTS = ("denoised", "reencoded")
+# The latent type a model's memory holds (and its side branch was trained on): "target" (what every target latent
+# is; :meth:`MirageWorldModel.encode_images`) or "single_frame" (each frame encoded alone, the causal VAE's
+# latent-0 type: every model saved before same-type latents, e.g. the shipped mirage-tiny v1).
+MEMORY_LATENT_TYPES = ("target", "single_frame")
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything a saved world model needs besides weights.
+
+    backbone: a built-in backbone ("tiny", "wan22_5b-random"), a directory (absolute, or relative to the saved
+        world-model directory) or a hub id.
+    height, width: the image size; multiples of the autoencoder's spatial stride times the transformer's patch
+        (32 for Wan2.2: 16x VAE, 2x2 patches), checked against the backbone by :meth:`check_backbone`.
+    chunk_frames: pixel frames per chunk window, ``1 + s k`` for the backbone's temporal stride ``s`` (33 as in
+        the paper at ``s = 4``). context_latent_frames: clean latent frames carried into each later chunk.
+    memory_latents: what a chunk writes to a latent memory: "denoised" (default) stores the chunk's denoised
+        latents at the pose of each latent frame's representative frame (the paper's reference code; they are
+        target-type latents by construction and cost no encode); "reencoded" decodes, then re-encodes the
+        representative frames with :meth:`MirageWorldModel.encode_images` (what a sensor keyframe gets).
+    memory_latent_type: "target" (default) or "single_frame" (:data:`MEMORY_LATENT_TYPES`); a config saved without
+        it predates same-type latents and loads as "single_frame" with "reencoded" memory latents, the setting its
+        side branch was trained with (:meth:`from_dict`). The two differ only at temporal stride > 1.
+    """
+
+    backbone: str = "tiny"
+    height: int = 64
+    width: int = 96
+    chunk_frames: int = 9
+    context_latent_frames: int = 1
+    num_inference_steps: int = 20
+    flow_shift: float = 5.0
+    memory_scale: float = 1.0
+    side_branch: bool = True
+    camera: bool = True
+    injection_layers: list[int] | None = None
+    concat_rays: bool = False
+    voxel_size: float | None = 0.05
+    max_depth: float | None = None
+    inconsistency_threshold: float = 0.1
+    align_depth: bool = True
+    min_alignment_cells: int = 8
+    backbone_seed: int = 0
+    memory_latents: str = "denoised"
+    memory_latent_type: str = "target"
+
+    def __post_init__(self):
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"image size {self.height}x{self.width} must be positive")
+        if self.chunk_frames < 2:
+            raise ValueError(f"chunk_frames must be at least 2 (a context frame and a generated one), "
+                             f"got {self.chunk_frames}")
+        if self.context_latent_frames < 1:
+            raise ValueError(f"context_latent_frames must be >= 1, got {self.context_latent_frames}")
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.memory_latents not in MEMORY_LATENTS:
+            raise ValueError(f"memory_latents must be one of {MEMORY_LATENTS}, got {self.memory_latents!r}")
+        if self.memory_latent_type not in MEMORY_LATENT_TYPES:
+            raise ValueError(f"memory_latent_type must be one of {MEMORY_LATENT_TYPES}, "
+                             f"got {self.memory_latent_type!r}")
+        if self.memory_latent_type == "single_frame" and self.memory_latents == "denoised":
+            raise ValueError("memory_latent_type='single_frame' needs memory_latents='reencoded' (a chunk's "
+                             "denoised latents are target-type group latents)")
+
+    def chunk_latent_frames(self, temporal_stride: int) -> int:
+        """Latent frames per chunk window for a backbone of ``temporal_stride`` (9 for 33 frames at stride 4)."""
+        return 1 + (self.chunk_frames - 1) // int(temporal_stride)
+
+    def check_backbone(self, spatial_stride: int, temporal_stride: int, patch_size=(1, 2, 2)) -> None:
+        """Raise ValueError unless image size and chunk length fit a backbone with these strides."""
+        multiple = int(spatial_stride) * int(patch_size[1])
+        if self.height % multiple or self.width % multiple:
+            raise ValueError(f"image size {self.height}x{self.width} must be positive multiples of {multiple} "
+                             f"({spatial_stride}x autoencoder stride times {patch_size[1]}x{patch_size[2]} "
+                             "transformer patches)")
+        s = int(temporal_stride)
+        if (self.chunk_frames - 1) % s:
+            raise ValueError(f"chunk_frames must be 1 + {s}k with k >= 1 ({1 + s}, {1 + 2 * s}, ...) for a "
+                             f"temporal stride of {s}, got {self.chunk_frames}")
+        latents = self.chunk_latent_frames(s)
+        if not 1 <= self.context_latent_frames < latents:
+            raise ValueError(f"context_latent_frames must be in [1, {latents}), got {self.context_latent_frames}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "WorldModelConfig":
+        presets = {
+            "tiny": dict(backbone="tiny", height=64, width=96, chunk_frames=9),
+            "wan22_5b": dict(backbone="wan22_5b-random", height=704, width=1280, chunk_frames=33),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {list(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WorldModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown world model config keys {sorted(unknown)}")
+        if "memory_latent_type" not in data:  # saved before same-type latents: run it as it was trained
+            data = {"memory_latent_type": "single_frame", "memory_latents": "reencoded", **data}
+        return cls(**data)
