@@ -173,7 +173,7 @@ class LatentSpatialMemory(PointMemory):
         frame, cell, points, z = lift_frames(depths.to(dev), intrinsics.to(dev), cam_to_world.to(dev), (h, w),
                                              None if exclude is None else exclude.to(dev))
         flat = frame * (h * w) + cell
-        values = latents.to(dev).permute(0, 2, 3, 1).reshape(T * h * w, self.channels)[flat]
+        values = latents.to(dev, self.dtype).permute(0, 2, 3, 1).reshape(T * h * w, self.channels)[flat]
         colors = None
         if rgb is not None:
             colors = pool_colors(rgb.to(dev), depths.to(dev), (h, w)).reshape(T * h * w, 3)[flat]

@@ -39,7 +39,7 @@ from mirage.pipeline.chunks import Chunk, plan_chunks
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
 from mirage.pipeline.outputs import CancelToken, PhaseTimer, RolloutCancelled, RolloutProgress, RolloutResult
 from mirage.pipeline.sampling import make_scheduler, sample_chunk
-from mirage.pointcloud import pool_depth
+from mirage.memory.lifting import pool_depth
 
 __all__ = ["rollout", "RolloutState", "RolloutHooks", "MODES"]
 
