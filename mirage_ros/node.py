@@ -37,7 +37,7 @@ from mirage_ros.core.goal_poses import GoalError
 from mirage_ros.core.goals import FrameBatch, GoalRunner
 from mirage_ros.core.ingest import FrameIngestor, FramePair, TransformUnavailable
 from mirage_ros.core.memory_holder import MemoryBusy, MemoryHolder
-from mirage_ros.core.model_loading import load_world_model
+from mirage_ros.core.model_loading import world_model_from_params
 from mirage_ros.core.queue import IngestWorker, KeepLatestQueue
 from mirage_ros.msg import CacheStats
 from mirage_ros.params import NodeParams, declare_parameters, read_parameters
@@ -60,7 +60,7 @@ class MirageNode(Node):
         if world_model is not None:
             self.world_model, self.model_name = world_model, type(world_model).__name__ + " (given)"
         else:
-            self.world_model, self.model_name = load_world_model(p, log.info)
+            self.world_model, self.model_name = world_model_from_params(p, log.info)
         self.image_size = (int(self.world_model.height), int(self.world_model.width))
         self.holder = MemoryHolder(self.world_model.new_memory(voxel_size=p.voxel_size or None,
                                                                max_points=p.max_points or None))

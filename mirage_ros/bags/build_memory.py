@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mirage_ros.core.model_loading import load_world_model
+    from mirage_ros.core.model_loading import world_model_from_params
     from mirage_ros.params import validate_params
 
     try:
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
             keyframe_rotation_deg=args.keyframe_rotation_deg, voxel_size=args.voxel_size,
             max_points=args.max_points, sync_slop=args.sync_slop))
         topics = {k: getattr(args, f"{k}_topic") for k in ("rgb", "depth", "info", "tf", "tf_static")}
-        world_model, _ = load_world_model(params, log=lambda m: print(m, file=sys.stderr))
+        world_model, _ = world_model_from_params(params, log=lambda m: print(m, file=sys.stderr))
         memory, stats = build_cache(
             args.bag, args.out, world_model, world_frame=params.world_frame,
             keyframe_translation=params.keyframe_translation, keyframe_rotation_deg=params.keyframe_rotation_deg,

@@ -7,5 +7,5 @@
                     outcome), coverage queries
     goal_poses      goal poses -> camera-to-world in the world frame (TF composition, interpolation, stamps)
     memory_holder   MemoryHolder: the node's one memory and the one lock around it
-    model_loading   node parameters -> the library's load_world_model
+    model_loading   node parameters -> the library's load_world_model (world_model_from_params)
 """

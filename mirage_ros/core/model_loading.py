@@ -4,7 +4,8 @@
 ``image_height`` / ``image_width`` / ``cpu_offload`` map onto the keyword arguments of
 :func:`mirage.train.export.load_world_model` (``MirageWorldModel.from_pretrained``), so the embedded default
 (mirage-tiny on the CPU) and the 5B model on a GPU differ by parameters alone. What this module adds is only
-the mapping and the node's fallback from the shipped mirage-tiny weights to the untrained ``tiny`` model.
+the mapping and the node's fallback from the shipped mirage-tiny weights to the untrained ``tiny`` model; it is
+named apart from the library's function so there is one ``load_world_model`` in the project.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["DTYPES", "CHECKPOINT_KEYS", "parse_checkpoints", "world_model_kwargs", "load_world_model"]
+__all__ = ["DTYPES", "CHECKPOINT_KEYS", "parse_checkpoints", "world_model_kwargs", "world_model_from_params"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHECKPOINT_KEYS = {"side_branch": "side_branch_path", "camera_embedding": "camera_embedding_path", "lora": "lora_path",
@@ -52,7 +53,7 @@ def world_model_kwargs(params) -> dict:
     return kw
 
 
-def load_world_model(params, log: Callable[[str], None] = print):
+def world_model_from_params(params, log: Callable[[str], None] = print):
     """``(world_model, name actually loaded)`` for the node's parameters, through the library's
     :func:`mirage.train.export.load_world_model`. ``model: mirage-tiny`` falls back to the random ``tiny`` model
     (with a message) when the trained tiny weights are not installed; any other failure raises."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mirage_ros.core import model_loading
-from mirage_ros.core.model_loading import load_world_model, parse_checkpoints, world_model_kwargs
+from mirage_ros.core.model_loading import parse_checkpoints, world_model_from_params, world_model_kwargs
 from mirage_ros.params import validate_params
 
 
@@ -38,7 +38,7 @@ def library_calls(monkeypatch):
 def test_the_node_loads_through_the_library(library_calls):
     params = validate_params({"model": "tiny", "dtype": "bfloat16", "steps": 4, "image_height": 64,
                               "checkpoints": "lora=/l"})
-    model, name = load_world_model(params, log=lambda m: None)
+    model, name = world_model_from_params(params, log=lambda m: None)
     assert (model, name) == ("model:tiny", "tiny")
     [(called, device, dtype, overrides)] = library_calls
     assert called == "tiny" and device == "cpu" and dtype == torch.bfloat16
@@ -48,10 +48,10 @@ def test_the_node_loads_through_the_library(library_calls):
 
 def test_missing_mirage_tiny_falls_back_with_a_message_and_nothing_else_does(library_calls):
     messages = []
-    model, name = load_world_model(validate_params({}), log=messages.append)
+    model, name = world_model_from_params(validate_params({}), log=messages.append)
     assert name == model_loading.FALLBACK and model == "model:tiny" and "untrained" in messages[0]
     for missing in ({"model_path": "/nowhere"}, {"model": "/wan"}):  # asked for by name: an error, no fallback
         with pytest.raises(FileNotFoundError, match="not installed"):
-            load_world_model(validate_params(missing), log=messages.append)
+            world_model_from_params(validate_params(missing), log=messages.append)
     assert [c[0] for c in library_calls] == ["mirage-tiny", "tiny", "/nowhere", "/wan"]
     assert len(messages) == 1
