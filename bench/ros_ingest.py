@@ -22,7 +22,7 @@ import numpy as np
 def upsampled_rig(height: int, width: int):
     """The synthetic rig's interface serving 30 orbit frames rendered at 160x120 and upsampled to (height, width)."""
     from mirage.camera import scale_intrinsics
-    from mirage_ros.synthetic_rig import RigConfig, RigFrame, SyntheticRig
+    from mirage_ros.sim.rig import RigConfig, RigFrame, SyntheticRig
 
     small = SyntheticRig(RigConfig(height=120, width=160, num_frames=30, trajectory="orbit"))
     sy, sx = height // 120, width // 160
@@ -68,8 +68,8 @@ def stream(camera, rate: float, seconds: float, first_index: int = 1) -> tuple[i
 
 def camera_process(height, width, rate, seconds, domain_id, warm, go, results) -> None:
     """The camera as its own process (as a driver is): publish frame 0 until ``go``, then stream."""
-    from mirage_ros.node_graph import LocalGraph
-    from mirage_ros.synthetic_camera import SyntheticCamera
+    from mirage_ros.run import LocalGraph
+    from mirage_ros.sim.camera import SyntheticCamera
 
     rig = upsampled_rig(height, width)
     with LocalGraph(domain_id=domain_id) as graph:
@@ -103,8 +103,8 @@ def main() -> int:
     from rclpy.parameter import Parameter
 
     from mirage_ros.node import MirageNode
-    from mirage_ros.node_graph import LocalGraph
-    from mirage_ros.synthetic_camera import SyntheticCamera
+    from mirage_ros.run import LocalGraph
+    from mirage_ros.sim.camera import SyntheticCamera
 
     params = [Parameter("model", value=args.model), Parameter("input_qos", value="sensor_data")]
     if args.tf_timeout is not None:

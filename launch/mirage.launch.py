@@ -32,7 +32,7 @@ def _bag_replay(context):
         target = topic if topic.startswith("/") else "/" + "/".join(p for p in (namespace, topic) if p)
         remaps += ["--remap", f"{recorded}:={target}"]
     return [ExecuteProcess(
-        cmd=["python3", "-m", "mirage_ros.bag_replay", bag, "--rate", LaunchConfiguration("bag_rate").perform(context),
+        cmd=["python3", "-m", "mirage_ros.bags.replay", bag, "--rate", LaunchConfiguration("bag_rate").perform(context),
              *remaps],
         output="screen", name="mirage_bag_replay")]
 

@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mirage.demo", "synthetic scene -> memory -> reprojected views, PLY and images"),
     "train": ("mirage.train.cli", "two-stage fine-tuning of the side branch and LoRA"),
     "eval": ("mirage.eval.cli", "novel-view and closed-loop evaluation"),
-    "build-cache": ("mirage_ros.bag_tools", "build and save the memory from a ROS 2 bag (no ROS graph)"),
+    "build-cache": ("mirage_ros.bags.build_memory", "build and save the memory from a ROS 2 bag (no ROS graph)"),
 }
 # Subcommands that need an optional extra of pyproject.toml: {subcommand: (module it needs, extra)}.
 EXTRAS: dict[str, tuple[str, str]] = {"build-cache": ("rosbags", "bags")}

@@ -48,25 +48,8 @@ def _default_params_file() -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
-
-
 def _upscale(frames: np.ndarray, factor: int) -> np.ndarray:
     return frames.repeat(factor, axis=-3).repeat(factor, axis=-2) if factor > 1 else frames
-
-
-def _write_video(path: Path, frames: np.ndarray, fps: float) -> None:
-    import imageio.v2 as imageio
-
-    # yuv420p needs even sizes; macro_block_size=1 keeps small frames as they are
-    h, w = frames.shape[1:3]
-    frames = frames[:, : h - h % 2, : w - w % 2]
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, quality=8,
-                            ffmpeg_log_level="error") as writer:
-        for frame in frames:
-            writer.append_data(frame)
 
 
 def run_demo(args) -> dict:
@@ -77,16 +60,17 @@ def run_demo(args) -> dict:
     from sensor_msgs.msg import Image, PointCloud2
     from tqdm import tqdm
 
+    from mirage.media import psnr_uint8, write_png, write_video
     from mirage.memory import LatentSpatialMemory
     from mirage.pointcloud import write_ply
     from mirage_ros import conversions as conv
     from mirage_ros.action import ImagineTrajectory
+    from mirage_ros.core.goal_poses import interpolate_poses
     from mirage_ros.node import MirageNode
-    from mirage_ros.node_graph import LocalGraph, wait_future
-    from mirage_ros.node_imagine import interpolate_poses
+    from mirage_ros.run import LocalGraph, wait_future
+    from mirage_ros.sim.camera import SyntheticCamera
+    from mirage_ros.sim.rig import RigConfig, SyntheticRig
     from mirage_ros.srv import SaveCache
-    from mirage_ros.synthetic_camera import SyntheticCamera
-    from mirage_ros.synthetic_rig import RigConfig, SyntheticRig
 
     out = Path(args.out).expanduser().resolve()
     (out / "imagined").mkdir(parents=True, exist_ok=True)
@@ -167,7 +151,7 @@ def run_demo(args) -> dict:
         cloud = graph.wait_until(lambda: clouds and clouds[-1].width > 0 and clouds[-1], 15.0, "the memory cloud")
         xyz, rgb = conv.pointcloud2_to_numpy(cloud)
         write_ply(out / "cloud.ply", xyz, rgb)
-        K = node._goal_intrinsics()
+        _, K = node.runner.camera()  # the intrinsics the goal imagined with
         H, W = node.image_size
         summary.update(model=node.model_name, keyframes=stats.keyframes,
                        frames_in=stats.frames_in, memory_points=len(node.holder.memory), goal_message=result.message,
@@ -180,18 +164,16 @@ def run_demo(args) -> dict:
     import torch
 
     truth = rig.render_views(torch.from_numpy(c2w).float(), H, W, K)
-    import imageio.v2 as imageio
-
     for i, (a, b) in enumerate(zip(imagined, truth)):
-        imageio.imwrite(out / "imagined" / f"{i:04d}.png", a)
-        imageio.imwrite(out / "ground_truth" / f"{i:04d}.png", b)
+        write_png(out / "imagined" / f"{i:04d}.png", a)
+        write_png(out / "ground_truth" / f"{i:04d}.png", b)
     scale = max(1, 256 // W)
-    _write_video(out / "imagined.mp4", _upscale(imagined, scale), args.fps)
-    _write_video(out / "side_by_side.mp4", _upscale(np.concatenate([imagined, truth], axis=2), scale), args.fps)
-    imageio.imwrite(out / "side_by_side.png", _upscale(np.concatenate(
+    write_video(out / "imagined.mp4", _upscale(imagined, scale), args.fps)
+    write_video(out / "side_by_side.mp4", _upscale(np.concatenate([imagined, truth], axis=2), scale), args.fps)
+    write_png(out / "side_by_side.png", _upscale(np.concatenate(
         [np.concatenate(list(imagined[:: max(1, len(imagined) // 6)]), axis=1),
          np.concatenate(list(truth[:: max(1, len(truth) // 6)]), axis=1)], axis=0), scale))
-    summary["psnr_vs_ground_truth"] = float(np.mean([_psnr(a, b) for a, b in zip(imagined, truth)]))
+    summary["psnr_vs_ground_truth"] = float(np.mean([psnr_uint8(a, b) for a, b in zip(imagined, truth)]))
     summary["seconds_total"] = time.monotonic() - t_start
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,76 +1,13 @@
-"""Build the node's world model from its parameters (no ROS).
+"""Deprecated: moved to :mod:`mirage_ros.core.model_loading` (padding to 1 + 4k frames: :mod:`mirage_ros.core.goals`)."""
 
-``model`` / ``model_path`` / ``checkpoints`` / ``device`` / ``dtype`` / ``steps`` / ``chunk_frames`` /
-``image_height`` / ``image_width`` map onto :meth:`mirage.world_model.MirageWorldModel.from_pretrained`, so the
-embedded default (mirage-tiny on the CPU) and the 5B model on a GPU differ by parameters alone.
-"""
+import warnings
 
-from __future__ import annotations
+from mirage_ros.core.goals import padded_length as rollout_length  # noqa: F401
+from mirage_ros.core.model_loading import *  # noqa: F401,F403
+from mirage_ros.core.model_loading import __all__ as _moved
+from mirage_ros.core.model_loading import world_model_from_params as load_world_model  # noqa: F401
 
-from typing import Callable
+__all__ = [*_moved, "load_world_model", "rollout_length"]
 
-import torch
-
-from mirage.camera import TEMPORAL_STRIDE
-
-__all__ = ["DTYPES", "CHECKPOINT_KEYS", "parse_checkpoints", "world_model_kwargs", "load_world_model",
-           "rollout_length"]
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CHECKPOINT_KEYS = {"side_branch": "side_branch_path", "camera_embedding": "camera_embedding_path", "lora": "lora_path",
-                   "reference": "reference_checkpoint_path"}
-EMBEDDED = "mirage-tiny"
-FALLBACK = "tiny"
-
-
-def parse_checkpoints(spec: str) -> dict[str, str]:
-    """``"side_branch=/a,lora=/b"`` -> ``{"side_branch_path": "/a", "lora_path": "/b"}``; ValueError if malformed."""
-    out: dict[str, str] = {}
-    for entry in (e.strip() for e in spec.split(",")):
-        if not entry:
-            continue
-        key, sep, path = entry.partition("=")
-        if not sep or key.strip() not in CHECKPOINT_KEYS or not path.strip():
-            raise ValueError(f"checkpoints entry {entry!r} must be NAME=PATH with NAME one of "
-                             f"{sorted(CHECKPOINT_KEYS)}")
-        out[CHECKPOINT_KEYS[key.strip()]] = path.strip()
-    return out
-
-
-def world_model_kwargs(params) -> dict:
-    """NodeParams -> keyword arguments of ``MirageWorldModel.from_pretrained`` (besides the name)."""
-    kw: dict = dict(device=params.device, torch_dtype=DTYPES[params.dtype], num_inference_steps=params.steps,
-                    voxel_size=params.voxel_size or None)
-    if params.chunk_frames:
-        kw["chunk_frames"] = params.chunk_frames
-    if params.image_height:
-        kw["height"] = params.image_height
-    if params.image_width:
-        kw["width"] = params.image_width
-    if params.cpu_offload:
-        kw["backbone_kwargs"] = {"cpu_offload": True}
-    kw.update(parse_checkpoints(params.checkpoints))
-    return kw
-
-
-def load_world_model(params, log: Callable[[str], None] = print):
-    """``(world_model, name actually loaded)`` for the parameters. ``model: mirage-tiny`` falls back to the random
-    ``tiny`` model (with a message) when the trained tiny weights are not installed; any other failure raises."""
-    from mirage.world_model import MirageWorldModel
-
-    name = params.model_path or params.model
-    kw = world_model_kwargs(params)
-    try:
-        return MirageWorldModel.from_pretrained(name, **kw), name
-    except FileNotFoundError as exc:
-        if params.model_path or params.model != EMBEDDED:
-            raise
-        log(f"{exc}; using the untrained '{FALLBACK}' model instead")
-        return MirageWorldModel.from_pretrained(FALLBACK, **kw), FALLBACK
-
-
-def rollout_length(num_frames: int) -> int:
-    """Smallest 1 + 4m >= num_frames (the model generates whole latent frames)."""
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    return 1 + TEMPORAL_STRIDE * -(-(num_frames - 1) // TEMPORAL_STRIDE)
+warnings.warn("mirage_ros.node_model is deprecated; import from mirage_ros.core.model_loading",
+              DeprecationWarning, stacklevel=2)

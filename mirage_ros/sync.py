@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from mirage_ros.conversions.time import stamp_to_ns
+
 __all__ = ["SyncedSet", "ApproximateTimeSync"]
 
 
@@ -30,11 +32,6 @@ class SyncedSet:
 
     def __getitem__(self, key: str) -> Any:
         return self.messages[key]
-
-
-def _header_stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class ApproximateTimeSync:
@@ -57,7 +54,7 @@ class ApproximateTimeSync:
         if int(queue_size) < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.keys = keys
-        self.slop_ns = int(round(slop * 1e9))
+        self.slop_ns = stamp_to_ns(float(slop))
         self.queue_size = int(queue_size)
         self.callback = callback
         self._queues: dict[str, deque[tuple[int, Any]]] = {k: deque() for k in keys}
@@ -71,7 +68,7 @@ class ApproximateTimeSync:
         completes, if any."""
         if key not in self._queues:
             raise ValueError(f"unknown stream {key!r}; streams: {self.keys}")
-        stamp = _header_stamp_ns(msg) if stamp_ns is None else int(stamp_ns)
+        stamp = stamp_to_ns(msg.header.stamp) if stamp_ns is None else int(stamp_ns)
         with self._lock:
             matched = self._add_locked(key, stamp, msg)
         if matched is not None and self.callback is not None:

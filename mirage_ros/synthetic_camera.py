@@ -1,147 +1,16 @@
-"""``synthetic_camera``: an RGB-D camera moving through a :mod:`mirage.scenes` scene, as a ROS 2 node.
+"""``python -m mirage_ros.synthetic_camera``: the synthetic RGB-D camera node (kept as a command).
 
-Publishes at ``rate`` Hz, all with the same stamp per frame: ``rgb/image`` (rgb8), ``depth/image`` (16UC1 mm or
-32FC1 m), ``rgb/camera_info`` and ``/tf`` (world -> body, or world -> camera optical frame when ``body_frame`` is
-empty), plus ``/tf_static`` (body -> camera optical frame, transient local). Frames come from
-:class:`~mirage_ros.synthetic_rig.SyntheticRig` (rendered once per trajectory pass, then cached), so the node,
-the bag writer and the demo see identical data.
-
-    python -m mirage_ros.synthetic_camera --ros-args -p rate:=10.0 -p trajectory:=orbit
+The code lives in :mod:`mirage_ros.sim.camera`; importing it from here is deprecated.
 """
 
-from __future__ import annotations
-
 import sys
-from typing import Any
+import warnings
 
-__all__ = ["SyntheticCamera", "CAMERA_PARAMS", "main"]
-
-# name -> (default, description)
-CAMERA_PARAMS: dict[str, tuple[Any, str]] = {
-    "scene_seed": (0, "Seed of the random scene."),
-    "num_objects": (6, "Objects in the scene."),
-    "height": (120, "Image height (pixels)."),
-    "width": (160, "Image width (pixels)."),
-    "trajectory": ("orbit", "Camera path: forward, turn, orbit or loop."),
-    "num_frames": (40, "Frames in one pass of the trajectory."),
-    "rate": (10.0, "Publish rate (Hz)."),
-    "loop": (True, "Repeat the trajectory forever; false: stop publishing after one pass."),
-    "depth_encoding": ("16UC1", "16UC1 (millimetres) or 32FC1 (metres)."),
-    "world_frame": ("odom", "Fixed frame (parent of the moving transform)."),
-    "body_frame": ("base_link", "Moving body frame; empty: publish world -> camera directly."),
-    "camera_frame": ("camera_color_optical_frame", "Optical frame of the images (REP 103 axes)."),
-    "reliable": (False, "Publish images reliably (default: best effort, like real sensor drivers)."),
-}
-
-
-class SyntheticCamera:
-    """Owns an rclpy node (``self.node``) that publishes a :class:`SyntheticRig`'s frames on a timer."""
-
-    def __init__(self, node_name: str = "synthetic_camera", rig=None, start_frame: int = 0, autostart: bool = True,
-                 **node_kwargs):
-        """``rig`` overrides the scene parameters; ``autostart=False`` publishes only on :meth:`publish_frame`."""
-        from rcl_interfaces.msg import ParameterDescriptor
-        from rclpy.node import Node
-        from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                               qos_profile_sensor_data)
-        from sensor_msgs.msg import CameraInfo, Image
-        from tf2_msgs.msg import TFMessage
-
-        from mirage_ros.synthetic_rig import RigConfig, SyntheticRig
-
-        self.node = node = Node(node_name, **node_kwargs)
-        for name, (default, description) in CAMERA_PARAMS.items():
-            node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
-        value = {name: node.get_parameter(name).value for name in CAMERA_PARAMS}
-        if not value["rate"] > 0:
-            raise ValueError(f"rate must be > 0, got {value['rate']}")
-        self.rig = rig or SyntheticRig(RigConfig(
-            scene_seed=value["scene_seed"], num_objects=value["num_objects"], height=value["height"],
-            width=value["width"], trajectory=value["trajectory"], num_frames=value["num_frames"],
-            depth_encoding=value["depth_encoding"], world_frame=value["world_frame"],
-            body_frame=value["body_frame"], camera_frame=value["camera_frame"]))
-        self.loop = bool(value["loop"])
-        self.index = int(start_frame)
-        self.published = 0
-        image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST) \
-            if value["reliable"] else qos_profile_sensor_data
-        self.rgb_pub = node.create_publisher(Image, "rgb/image", image_qos)
-        self.depth_pub = node.create_publisher(Image, "depth/image", image_qos)
-        self.info_pub = node.create_publisher(CameraInfo, "rgb/camera_info", image_qos)
-        self.tf_pub = node.create_publisher(TFMessage, "/tf",
-                                            QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-        static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
-        self.tf_static_pub = node.create_publisher(TFMessage, "/tf_static", static_qos)
-        c = self.rig.config
-        if c.body_frame:
-            now = node.get_clock().now().nanoseconds
-            self.tf_static_pub.publish(self._tf([(c.body_frame, c.camera_frame, self.rig.body_to_camera())], now))
-        self.timer = node.create_timer(1.0 / float(value["rate"]), self.publish_next) if autostart else None
-
-    def _tf(self, transforms, stamp_ns: int):
-        from geometry_msgs.msg import TransformStamped
-        from tf2_msgs.msg import TFMessage
-
-        from mirage_ros.conversions import matrix_to_transform, ns_to_stamp
-
-        msg = TFMessage()
-        for parent, child, T in transforms:
-            ts = TransformStamped()
-            ts.header.stamp, ts.header.frame_id, ts.child_frame_id = ns_to_stamp(stamp_ns), parent, child
-            ts.transform = matrix_to_transform(T)
-            msg.transforms.append(ts)
-        return msg
-
-    def publish_frame(self, index: int, stamp_ns: int | None = None) -> int:
-        """Publish frame ``index`` of the rig (tf first, then rgb, depth, camera_info); returns the stamp used."""
-        from mirage_ros.conversions import intrinsics_to_camera_info, numpy_to_image
-
-        c = self.rig.config
-        stamp_ns = self.node.get_clock().now().nanoseconds if stamp_ns is None else int(stamp_ns)
-        f = self.rig.frame(index)
-        moving = (c.world_frame, c.body_frame, f.world_to_body) if c.body_frame else \
-            (c.world_frame, c.camera_frame, f.cam_to_world)
-        self.tf_pub.publish(self._tf([moving], stamp_ns))
-        self.rgb_pub.publish(numpy_to_image(f.rgb, "rgb8", stamp=stamp_ns, frame_id=c.camera_frame))
-        self.depth_pub.publish(numpy_to_image(f.depth, c.depth_encoding, stamp=stamp_ns, frame_id=c.camera_frame))
-        self.info_pub.publish(intrinsics_to_camera_info(f.intrinsics, c.height, c.width, stamp=stamp_ns,
-                                                        frame_id=c.camera_frame))
-        self.published += 1
-        return stamp_ns
-
-    def publish_next(self) -> None:
-        if not self.loop and self.index >= len(self.rig):
-            return
-        self.publish_frame(self.index)
-        self.index += 1
-
-    def destroy(self) -> None:
-        self.node.destroy_node()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``synthetic_camera``."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=sys.argv if argv is None else argv)
-    camera = None
-    try:
-        camera = SyntheticCamera()
-        rclpy.spin(camera.node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        print(f"synthetic_camera: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if camera is not None:
-            camera.destroy()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
-
+from mirage_ros.sim.camera import *  # noqa: F401,F403
+from mirage_ros.sim.camera import __all__, main  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())
+else:
+    warnings.warn("mirage_ros.synthetic_camera is deprecated; import from mirage_ros.sim.camera",
+                  DeprecationWarning, stacklevel=2)

@@ -5,7 +5,8 @@ bounded to ``cache_time`` seconds behind the newest stamp, static ones forever. 
 both frames up to their common ancestor, interpolating each dynamic edge at the requested time (translation
 linearly, rotation by slerp), like tf2's ``BufferCore``. ``time=0`` asks for the latest time all edges share.
 
-Times are int nanoseconds, float seconds, rclpy ``Time`` (``.nanoseconds``) or builtin_interfaces/Time.
+Times are int nanoseconds, float seconds, rclpy ``Time`` (``.nanoseconds``) or builtin_interfaces/Time
+(read by :func:`mirage_ros.conversions.time.stamp_to_ns`).
 ``lookup_transform(target, source, t)`` returns ``T_target_source``: it maps points in ``source`` coordinates to
 ``target`` coordinates; ``lookup_transform("odom", "camera_optical_frame", stamp)`` is the camera's c2w.
 
@@ -24,6 +25,8 @@ from typing import Any, Iterable
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
+
+from mirage_ros.conversions.time import NS_PER_SECOND, ns_to_stamp, stamp_to_ns
 
 __all__ = [
     "TransformError",
@@ -57,21 +60,8 @@ class ExtrapolationError(TransformError):
         self.requested_ns, self.earliest_ns, self.latest_ns = requested_ns, earliest_ns, latest_ns
 
 
-def to_nanoseconds(t: Any) -> int:
-    """int ns | float seconds | rclpy Time | builtin_interfaces/Time -> int nanoseconds."""
-    if isinstance(t, (bool, np.bool_)):
-        raise ValueError("a time cannot be a bool")
-    if isinstance(t, (int, np.integer)):
-        return int(t)
-    if isinstance(t, (float, np.floating)):
-        if not np.isfinite(t):
-            raise ValueError(f"time must be finite, got {t}")
-        return int(round(float(t) * 1e9))
-    if hasattr(t, "nanoseconds"):
-        return int(t.nanoseconds)
-    if hasattr(t, "sec") and hasattr(t, "nanosec"):
-        return int(t.sec) * 1_000_000_000 + int(t.nanosec)
-    raise ValueError(f"cannot read a time from {type(t).__name__}")
+# The one stamp reader (mirage_ros.conversions.time); kept under this name for the buffer's callers.
+to_nanoseconds = stamp_to_ns
 
 
 def _frame(name: str) -> str:
@@ -109,7 +99,7 @@ class StampedTransform:
         from geometry_msgs.msg import TransformStamped
 
         msg = TransformStamped()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(self.stamp_ns), 1_000_000_000)
+        msg.header.stamp = ns_to_stamp(self.stamp_ns)
         msg.header.frame_id, msg.child_frame_id = self.target_frame, self.source_frame
         t, q = self.translation, self.rotation_xyzw
         msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = map(float, t)
@@ -150,8 +140,8 @@ class _Edge:
         first, last = self.stamps[0], self.stamps[-1]
         if not first <= stamp_ns <= last:
             raise ExtrapolationError(
-                f"lookup of {self.parent} -> {child} at {stamp_ns * 1e-9:.9f} s extrapolates: transforms cover "
-                f"[{first * 1e-9:.9f}, {last * 1e-9:.9f}] s", stamp_ns, first, last)
+                f"lookup of {self.parent} -> {child} at {stamp_ns / NS_PER_SECOND:.9f} s extrapolates: transforms "
+                f"cover [{first / NS_PER_SECOND:.9f}, {last / NS_PER_SECOND:.9f}] s", stamp_ns, first, last)
         i = bisect.bisect_left(self.stamps, stamp_ns)
         if self.stamps[i] == stamp_ns:
             return _matrix(self.translations[i], self.quaternions[i])
@@ -175,7 +165,7 @@ class TransformBuffer:
     def __init__(self, cache_time: float = 10.0):
         if not cache_time > 0:
             raise ValueError(f"cache_time must be > 0 seconds, got {cache_time}")
-        self.cache_ns = int(cache_time * 1e9)
+        self.cache_ns = stamp_to_ns(float(cache_time))
         self._edges: dict[str, _Edge] = {}
         self._changed = threading.Condition(threading.Lock())
         self.rejected = 0
@@ -188,7 +178,7 @@ class TransformBuffer:
         parent, child = _frame(parent), _frame(child)
         if parent == child:
             raise ValueError(f"transform from frame {child!r} to itself")
-        stamp_ns = to_nanoseconds(stamp)
+        stamp_ns = stamp_to_ns(stamp)
         t = np.asarray(list(translation), dtype=np.float64)
         q = np.asarray(list(rotation_xyzw), dtype=np.float64)
         if t.shape != (3,) or q.shape != (4,) or not (np.isfinite(t).all() and np.isfinite(q).all()):
@@ -263,7 +253,7 @@ class TransformBuffer:
         (time outside the cache), the last one seen when the timeout runs out.
         """
         target, source = _frame(target_frame), _frame(source_frame)
-        stamp_ns = to_nanoseconds(time)
+        stamp_ns = stamp_to_ns(time)
         if timeout < 0:
             raise ValueError(f"timeout must be >= 0, got {timeout}")
         deadline = _time.monotonic() + timeout

@@ -1,6 +1,6 @@
 """ROS test setup: tests marked ``ros`` are skipped, with the reason, when rclpy or the built interfaces are missing.
 
-The pure-Python parts of mirage_ros (conversions, TF buffer, sync) are tested without that marker and run
+The rclpy-free parts of mirage_ros (core, conversions, TF buffer, sync, bags) are tested without that marker and run
 everywhere. ``scripts/test.sh`` builds the interfaces and sources ``scripts/env.sh`` first.
 """
 

@@ -19,7 +19,7 @@ START_NS = 1_000_000_000
 
 @pytest.fixture(scope="module")
 def rig():
-    from mirage_ros.synthetic_rig import RigConfig, SyntheticRig
+    from mirage_ros.sim.rig import RigConfig, SyntheticRig
 
     return SyntheticRig(RigConfig(height=48, width=64, num_frames=12, trajectory="orbit"))
 
@@ -33,7 +33,7 @@ def world_model():
 
 @pytest.fixture(scope="module")
 def bag(rig, tmp_path_factory):
-    from mirage_ros.bag_writer import write_rig_bag
+    from mirage_ros.bags.write import write_rig_bag
 
     return write_rig_bag(tmp_path_factory.mktemp("bags") / "synthetic", rig, FRAMES, rate=RATE, start_ns=START_NS,
                          progress=False)
@@ -45,7 +45,7 @@ def test_written_bag_holds_the_camera(rig, tmp_path, storage):
     from rosbags.rosbag2 import Reader
 
     from mirage_ros import conversions as conv
-    from mirage_ros.bag_writer import typestore, write_rig_bag
+    from mirage_ros.bags.write import typestore, write_rig_bag
 
     path = write_rig_bag(tmp_path / "bag", rig, 3, rate=RATE, storage=storage, progress=False)
     with pytest.raises(FileExistsError):
@@ -70,7 +70,7 @@ def test_written_bag_holds_the_camera(rig, tmp_path, storage):
 def test_build_cache_cli_and_function_agree(bag, world_model, tmp_path):
     from mirage.cli import main as cli
     from mirage.memory import LatentSpatialMemory
-    from mirage_ros.bag_tools import build_cache
+    from mirage_ros.bags.build_memory import build_cache
 
     out = tmp_path / "memory.safetensors"
     assert cli(["build-cache", "--bag", str(bag), "--out", str(out), "--model", "tiny"]) == 0
@@ -80,15 +80,6 @@ def test_build_cache_cli_and_function_agree(bag, world_model, tmp_path):
     assert len(loaded) == len(memory) > 0
     np.testing.assert_allclose(loaded.points.numpy(), memory.points.numpy(), atol=1e-6)
     assert cli(["build-cache", "--bag", str(tmp_path / "missing"), "--out", str(out), "--model", "tiny"]) == 2
-
-
-def test_bag_tools_import_no_rclpy():
-    import subprocess
-    import sys
-
-    code = ("import sys, mirage_ros.bag_tools, mirage_ros.bag_writer; "
-            "sys.exit(1 if any(m == 'rclpy' or m.startswith('rclpy.') for m in sys.modules) else 0)")
-    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
 def _node(graph, world_model, name, sim_time=False):
@@ -107,10 +98,10 @@ def _node(graph, world_model, name, sim_time=False):
 def test_replay_gives_the_live_and_offline_memory(bag, rig, world_model):
     from rclpy.parameter import Parameter
 
-    from mirage_ros.bag_replay import BagReplayer
-    from mirage_ros.bag_tools import build_cache
-    from mirage_ros.node_graph import LocalGraph
-    from mirage_ros.synthetic_camera import SyntheticCamera
+    from mirage_ros.bags.replay import BagReplayer
+    from mirage_ros.bags.build_memory import build_cache
+    from mirage_ros.run import LocalGraph
+    from mirage_ros.sim.camera import SyntheticCamera
 
     offline, _ = build_cache(bag, None, world_model, progress=False)
 

@@ -28,7 +28,7 @@ def world_model():
 
 @pytest.fixture(scope="module")
 def rig():
-    from mirage_ros.synthetic_rig import RigConfig, SyntheticRig
+    from mirage_ros.sim.rig import RigConfig, SyntheticRig
 
     return SyntheticRig(RigConfig(height=48, width=64, num_frames=16, trajectory="orbit"))
 
@@ -45,8 +45,8 @@ class Env:
         from mirage_ros.action import ImagineTrajectory
         from mirage_ros.msg import CacheStats
         from mirage_ros.node import MirageNode
-        from mirage_ros.node_graph import LocalGraph
-        from mirage_ros.synthetic_camera import SyntheticCamera
+        from mirage_ros.run import LocalGraph
+        from mirage_ros.sim.camera import SyntheticCamera
 
         self.rig, self.world_model = rig, world_model
         self.graph = g = LocalGraph(domain_id=DOMAIN)
@@ -110,7 +110,7 @@ class Env:
 
     # ----------------------------------------------------------------------------------------- calls
     def call(self, srv_type, name, request, timeout=WAIT):
-        from mirage_ros.node_graph import wait_future
+        from mirage_ros.run import wait_future
 
         client = self.client.create_client(srv_type, name)
         try:
@@ -136,12 +136,12 @@ class Env:
         return goal
 
     def send(self, goal, feedback=None):
-        from mirage_ros.node_graph import wait_future
+        from mirage_ros.run import wait_future
 
         return wait_future(self.action.send_goal_async(goal, feedback_callback=feedback), WAIT, "goal response")
 
     def result(self, handle, timeout=60.0):
-        from mirage_ros.node_graph import wait_future
+        from mirage_ros.run import wait_future
 
         return wait_future(handle.get_result_async(), timeout, "goal result")
 
@@ -214,7 +214,7 @@ def test_cancel_stops_a_running_goal(env):
     handle = env.send(env.goal(tuple(range(16)), num_frames=81), lambda fb: started.set())
     assert handle.accepted
     assert started.wait(WAIT), "no feedback from the running goal"
-    from mirage_ros.node_graph import wait_future
+    from mirage_ros.run import wait_future
 
     wait_future(handle.cancel_goal_async(), WAIT, "cancel response")
     res = env.result(handle)
@@ -223,7 +223,7 @@ def test_cancel_stops_a_running_goal(env):
 
 
 def test_second_goal_is_rejected_while_one_runs(env):
-    from mirage_ros.node_graph import wait_future
+    from mirage_ros.run import wait_future
 
     started = threading.Event()
     first = env.send(env.goal(tuple(range(16)), num_frames=81), lambda fb: started.set())
@@ -243,7 +243,7 @@ def test_preempt_policy_aborts_the_running_goal(env, tmp_path):
 
     from mirage_ros.action import ImagineTrajectory
     from mirage_ros.node import MirageNode
-    from mirage_ros.node_graph import wait_future
+    from mirage_ros.run import wait_future
 
     env.node.holder.save(str(tmp_path / "seed.safetensors"))
     other = env.graph.add(MirageNode(
@@ -263,9 +263,7 @@ def test_preempt_policy_aborts_the_running_goal(env, tmp_path):
     assert r1.status == GoalStatus.STATUS_ABORTED and "preempted" in r1.result.message
     assert r2.status == GoalStatus.STATUS_SUCCEEDED and r2.result.frames_generated == 5
     client.destroy()
-    env.graph.executor.remove_node(other)  # it shares the model: no second consumer of the camera afterwards
-    env.graph.nodes.remove(other)
-    other.destroy_node()
+    env.graph.remove(other)  # it shares the model: no second consumer of the camera afterwards
 
 
 def test_coverage_seen_beats_unseen(env):

@@ -1,0 +1,86 @@
+"""``~/imagine_trajectory``: the rclpy ActionServer glue over :class:`~mirage_ros.core.goals.GoalRunner`.
+
+Named ``action_server`` because ``mirage_ros.action`` is the package rosidl generates for the interfaces.
+The goal callback asks the runner to admit (policy), the cancel callback forwards the cancel, the execute
+callback (a reentrant group on a multi-threaded executor, so cancels and services are served meanwhile) runs
+the goal and turns its :class:`~mirage_ros.core.goals.GoalOutcome` into the result and the goal's final state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from mirage_ros.core.goals import CANCELED, SUCCEEDED, FrameBatch, GoalFeedback, GoalOutcome, GoalRunner
+
+__all__ = ["ImagineActionServer"]
+
+
+class ImagineActionServer:
+    """Serves ImagineTrajectory on ``node`` under ``name``; ``publish_frames`` streams each decoded batch."""
+
+    def __init__(self, node, runner: GoalRunner, publish_frames: Callable[[FrameBatch], None] | None = None,
+                 name: str = "~/imagine_trajectory", callback_group=None):
+        from rclpy.action import ActionServer
+        from rclpy.callback_groups import ReentrantCallbackGroup
+
+        from mirage_ros.action import ImagineTrajectory
+
+        self.runner = runner
+        self.publish_frames = publish_frames
+        self._types = ImagineTrajectory
+        self.server = ActionServer(node, ImagineTrajectory, name, execute_callback=self._execute,
+                                   goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+                                   callback_group=callback_group or ReentrantCallbackGroup())
+
+    def _on_goal(self, goal):
+        from rclpy.action import GoalResponse
+
+        return GoalResponse.ACCEPT if self.runner.admit() else GoalResponse.REJECT
+
+    def _on_cancel(self, goal_handle):
+        from rclpy.action import CancelResponse
+
+        self.runner.cancel(goal_handle)
+        return CancelResponse.ACCEPT
+
+    def _feedback(self, goal_handle, fb: GoalFeedback) -> None:
+        msg = self._types.Feedback()
+        msg.frames_done, msg.frames_total, msg.chunks_done = fb.frames_done, fb.frames_total, fb.chunks_done
+        msg.seconds_elapsed = fb.seconds_elapsed
+        goal_handle.publish_feedback(msg)
+
+    def _execute(self, goal_handle):
+        from mirage_ros import conversions as conv
+
+        goal = goal_handle.request
+        outcome = self.runner.run(goal_handle, goal, cancel_requested=lambda: goal_handle.is_cancel_requested,
+                                  feedback=lambda fb: self._feedback(goal_handle, fb), on_frames=self.publish_frames)
+        result = self._types.Result()
+        result.message = outcome.message
+        result.frames_generated = len(outcome.frames)
+        result.seconds_per_frame = float(outcome.seconds_per_frame)
+        if outcome.status == SUCCEEDED and goal.return_frames:
+            result.frames = [conv.numpy_to_image(f, "rgb8", stamp=int(t), frame_id=outcome.frame_id)
+                             for f, t in zip(outcome.frames, outcome.stamps)]
+        self._finish(goal_handle, outcome)
+        return result
+
+    @staticmethod
+    def _finish(goal_handle, outcome: GoalOutcome) -> None:
+        if outcome.status == SUCCEEDED:
+            goal_handle.succeed()
+            return
+        if outcome.status == CANCELED:
+            # rclpy moves the goal to CANCELING just after the cancel callback returns, which may be a moment
+            # after the rollout already stopped on the runner's token.
+            deadline = time.monotonic() + 1.0
+            while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+                return
+        goal_handle.abort()
+
+    def destroy(self) -> None:
+        self.server.destroy()

@@ -1,0 +1,289 @@
+"""Goals of ``~/imagine_trajectory`` (and the ``~/query_coverage`` question) without ROS: :class:`GoalRunner`.
+
+A goal goes: admit (policy reject | preempt) -> wait for the memory's writer lock (the previous goal ends) ->
+resolve its poses to camera-to-world in the world frame (:mod:`~mirage_ros.core.goal_poses`) -> pad to the
+1 + 4k frames the model generates -> ``world_model.rollout`` over the memory (frames streamed as each chunk is
+decoded, feedback per denoising step, cancel within one step) -> a :class:`GoalOutcome` with the requested
+frames only. The action server glue (:mod:`mirage_ros.action_server`) maps outcomes and feedback to messages;
+tests drive the runner directly, without a ROS graph.
+
+Goals imagine with the intrinsics of a real camera (:class:`~mirage_ros.core.ingest.CameraTable`, from its
+camera_info, fitted to the model's size like its keyframes); before any camera was seen, a 75 degree pinhole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from mirage.camera import TEMPORAL_STRIDE, intrinsics_from_fov, latent_size
+from mirage_ros.core.goal_poses import GoalError, resolve_goal, resolve_poses
+
+__all__ = ["GOAL_POLICIES", "SUCCEEDED", "CANCELED", "ABORTED", "padded_length", "pad_trajectory",
+           "coverage_at_poses", "GoalFeedback", "FrameBatch", "GoalOutcome", "GoalRunner"]
+
+GOAL_POLICIES = ("reject", "preempt")
+SUCCEEDED, CANCELED, ABORTED = "succeeded", "canceled", "aborted"
+FALLBACK_FOV_DEG = 75.0
+
+
+# ------------------------------------------------------------------------------------------ library logic
+# lead: replace with mirage.pipeline.pad_trajectory at merge
+def padded_length(num_frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
+    """Smallest 1 + stride * m >= num_frames (the model generates whole latent frames)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    return 1 + temporal_stride * -(-(num_frames - 1) // temporal_stride)
+
+
+# lead: replace with mirage.pipeline.pad_trajectory at merge
+def pad_trajectory(cam_to_world: torch.Tensor, temporal_stride: int = TEMPORAL_STRIDE) -> torch.Tensor:
+    """(T, 4, 4) -> (L, 4, 4), L = :func:`padded_length` (T): the last pose held; callers trim frames >= T."""
+    T = int(cam_to_world.shape[0])
+    length = padded_length(T, temporal_stride)
+    if length == T:
+        return cam_to_world
+    return torch.cat([cam_to_world, cam_to_world[-1:].expand(length - T, 4, 4)])
+
+
+# lead: replace the fraction with memory.coverage(K, c2w, image_size, latent_size) at merge
+def coverage_at_poses(memory, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
+                      grid_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much of each view the memory fills: (fraction (T,) of latent cells with a point, mean depth (T,) in
+    metres of those cells, 0 where none). intrinsics (3, 3) at ``image_size``; cam_to_world (T, 4, 4)."""
+    readout = memory.read_batch(intrinsics, cam_to_world, image_size, grid_size)
+    mask = readout.mask.reshape(readout.mask.shape[0], -1)
+    depth = torch.where(mask, readout.depth.reshape(mask.shape).float(), 0.0)  # unseen cells hold no depth
+    covered = mask.sum(dim=1)
+    fraction = covered.float() / mask.shape[1]
+    mean_depth = depth.sum(dim=1) / covered.clamp(min=1)
+    return fraction, mean_depth
+
+
+# ------------------------------------------------------------------------------------------ goal records
+@dataclass(frozen=True)
+class GoalFeedback:
+    frames_done: int        # of the requested frames (padding excluded)
+    frames_total: int
+    chunks_done: int
+    seconds_elapsed: float
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames ``start..`` of a goal as soon as they are decoded: frames (n, H, W, 3) uint8, stamps (n,) int64 ns."""
+
+    start: int
+    frames: np.ndarray
+    stamps: np.ndarray
+    frame_id: str
+    intrinsics: torch.Tensor  # (3, 3) at (H, W)
+
+
+@dataclass
+class GoalOutcome:
+    status: str                 # SUCCEEDED | CANCELED | ABORTED
+    message: str
+    frames: np.ndarray          # (T, H, W, 3) uint8, the requested frames (empty unless SUCCEEDED)
+    stamps: np.ndarray          # (T,) int64 nanoseconds
+    frame_id: str = ""
+    intrinsics: torch.Tensor | None = None
+    seconds_per_frame: float = 0.0
+
+
+class _Goal:
+    """A goal between run() entry and its end: the cancel token and why it was stopped."""
+
+    def __init__(self, key: Any):
+        from mirage.rollout import CancelToken
+
+        self.key, self.token, self.reason = key, CancelToken(), ""
+
+    def stop(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.token.cancel()
+
+
+# ------------------------------------------------------------------------------------------ runner
+class GoalRunner:
+    """One goal at a time over a :class:`~mirage_ros.core.memory_holder.MemoryHolder`'s memory.
+
+    Args:
+        world_model: ``height``, ``width`` and ``rollout(memory, K (L,3,3), c2w (L,4,4), prompt=, seed=, progress=,
+            cancel=, num_inference_steps=, on_frames=)`` (:class:`mirage.world_model.MirageWorldModel`).
+        holder: the node's memory; a goal holds its writer lock for the whole rollout.
+        cameras: where the intrinsics come from (the ingest's :class:`~mirage_ros.core.ingest.CameraTable`).
+        lookup: ``lookup(target, source, stamp_ns) -> (4, 4)`` (0 = latest), raising when there is none.
+        world_frame, policy, fps (default when a goal gives none), max_frames, steps (None: the model's).
+        now_ns: clock of goal stamps when the first pose has none. log: ``info`` / ``warning`` / ``error``.
+    Settings (``policy``, ``fps``, ``max_frames``, ``steps``) are attributes and may change between goals.
+    """
+
+    def __init__(self, world_model, holder, cameras, lookup: Callable[[str, str, int], np.ndarray], *,
+                 world_frame: str, policy: str = "reject", fps: float = 10.0, max_frames: int = 121,
+                 steps: int | None = None, now_ns: Callable[[], int] = time.time_ns, log: Any = None):
+        self.world_model, self.holder, self.cameras, self.lookup = world_model, holder, cameras, lookup
+        self.world_frame = world_frame
+        self.policy = policy
+        self.fps, self.max_frames, self.steps = float(fps), int(max_frames), steps
+        self.now_ns = now_ns
+        self.log = log or logging.getLogger("mirage_ros.goals")
+        self._state = threading.Lock()   # guards _goals / _pending (bookkeeping only; the memory has its own)
+        self._goals: list[_Goal] = []    # entered run(): waiting for the memory, or running
+        self._pending = 0                # admitted, not started yet
+        self._warned_fov_at = float("-inf")
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        if value not in GOAL_POLICIES:
+            raise ValueError(f"goal_policy must be one of {list(GOAL_POLICIES)}, got {value!r}")
+        self._policy = value
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.world_model.height), int(self.world_model.width)
+
+    @property
+    def busy(self) -> bool:
+        with self._state:
+            return bool(self._goals) or self._pending > 0
+
+    def camera(self, frame_id: str = "") -> tuple[str, torch.Tensor]:
+        """(optical frame, K (3, 3) at the model's size) of camera ``frame_id`` (empty: the last one posed).
+
+        Before any camera was seen: ("", a 75 degree pinhole), with a warning at most every 30 s.
+        """
+        camera = self.cameras.get(frame_id)
+        if camera is not None:
+            return camera.frame_id, camera.intrinsics_at(self.image_size)
+        if time.monotonic() - self._warned_fov_at > 30.0:
+            self._warned_fov_at = time.monotonic()
+            self.log.warning(f"no camera frame seen yet: imagining with a {FALLBACK_FOV_DEG:g} degree field of view")
+        return "", intrinsics_from_fov(FALLBACK_FOV_DEG, *self.image_size)
+
+    # -------------------------------------------------------------------------------- admission and cancel
+    def admit(self) -> bool:
+        """Decide on a new goal (the action server's goal callback). ``reject``: False while a goal runs or
+        waits. ``preempt``: stop every goal that entered :meth:`run` (running or waiting) and accept.
+        Every admitted goal must then be :meth:`run` exactly once."""
+        with self._state:
+            busy = bool(self._goals) or self._pending > 0
+            if busy and self._policy == "reject":
+                self.log.warning("imagine_trajectory: rejected a goal, one is running (goal_policy=reject)")
+                return False
+            if self._goals:
+                self.log.info("imagine_trajectory: preempting the running goal (goal_policy=preempt)")
+                for goal in self._goals:
+                    goal.stop("preempted")
+            self._pending += 1
+            return True
+
+    def cancel(self, key: Any) -> bool:
+        """Stop the goal run under ``key`` (at its next denoising step, or before it starts); False if unknown."""
+        with self._state:
+            for goal in self._goals:
+                if goal.key is key:
+                    goal.stop("canceled")
+                    return True
+        return False
+
+    # -------------------------------------------------------------------------------- run
+    def run(self, key: Any, goal, *, cancel_requested: Callable[[], bool] | None = None,
+            feedback: Callable[[GoalFeedback], None] | None = None,
+            on_frames: Callable[[FrameBatch], None] | None = None) -> GoalOutcome:
+        """Run an admitted ImagineTrajectory goal (``poses, body_frame, fps, num_frames, prompt, seed``) to its end.
+
+        ``key`` identifies it for :meth:`cancel`; ``cancel_requested`` reports a cancel that reached the caller
+        before :meth:`cancel` could (e.g. ``goal_handle.is_cancel_requested``). Never raises for a bad goal or
+        a failed rollout: the outcome says what happened.
+        """
+        record = _Goal(key)
+        with self._state:
+            self._goals.append(record)
+        try:
+            # 1. wait for the memory: the previous goal ends (preempted, canceled or done)
+            with self.holder.exclusive("a goal") as memory:
+                with self._state:
+                    self._pending = max(0, self._pending - 1)
+                return self._run(record, goal, memory, cancel_requested or (lambda: False), feedback, on_frames)
+        finally:
+            with self._state:
+                self._goals.remove(record)
+
+    def _run(self, record: _Goal, goal, memory, cancel_requested, feedback, on_frames) -> GoalOutcome:
+        from mirage.rollout import RolloutCancelled
+
+        empty = np.zeros((0,), np.int64)
+        if record.token.cancelled or cancel_requested():
+            if (record.reason or "canceled") == "canceled":
+                return GoalOutcome(CANCELED, "canceled before it started", np.zeros((0,)), empty)
+            return GoalOutcome(ABORTED, "preempted by a newer goal before it started", np.zeros((0,)), empty)
+        try:
+            # 2. poses in the world frame, the camera to imagine with
+            camera_frame, K = self.camera()
+            resolved = resolve_goal(goal, camera_frame=camera_frame, world_frame=self.world_frame, lookup=self.lookup,
+                                    default_fps=self.fps, max_frames=self.max_frames, now_ns=int(self.now_ns()))
+            # 3. pad to 1 + 4k frames (the last pose held); frames past `requested` are dropped below
+            requested = int(resolved.cam_to_world.shape[0])
+            c2w = pad_trajectory(resolved.cam_to_world, TEMPORAL_STRIDE)
+            t0 = time.monotonic()
+
+            def progress(p) -> None:
+                if feedback is not None:
+                    feedback(GoalFeedback(int(min(p.frames_done, requested)), requested, int(p.chunks_done),
+                                          float(time.monotonic() - t0)))
+
+            def frames_ready(start: int, frames: np.ndarray) -> None:
+                frames = frames[: max(requested - start, 0)]
+                if on_frames is not None and len(frames):
+                    on_frames(FrameBatch(start, frames, resolved.stamps[start:start + len(frames)],
+                                         resolved.frame_id, K))
+
+            # 4. roll out over the memory (reads, and updates with what it generates)
+            out = self.world_model.rollout(memory, K.expand(c2w.shape[0], 3, 3).clone(), c2w, prompt=goal.prompt,
+                                           seed=int(goal.seed), progress=progress, cancel=record.token,
+                                           num_inference_steps=self.steps, on_frames=frames_ready)
+            frames = np.asarray(out.frames)[:requested]
+            spf = float(out.seconds_per_frame)
+            return GoalOutcome(SUCCEEDED, f"imagined {len(frames)} frames ({spf:.3f} s/frame)", frames,
+                               resolved.stamps[: len(frames)], resolved.frame_id, K, spf)
+        except RolloutCancelled:
+            if (record.reason or ("canceled" if cancel_requested() else "preempted")) == "canceled":
+                return GoalOutcome(CANCELED, "canceled", np.zeros((0,)), empty)
+            return GoalOutcome(ABORTED, "preempted by a newer goal", np.zeros((0,)), empty)
+        except GoalError as exc:
+            message = f"bad goal: {exc}"
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA out of memory: report and keep serving
+            message = f"rollout failed ({type(exc).__name__}): {exc}"
+            _release_accelerator_memory()
+        self.log.error(f"imagine_trajectory: {message}")
+        return GoalOutcome(ABORTED, message, np.zeros((0,)), empty)
+
+    # -------------------------------------------------------------------------------- coverage
+    def query_coverage(self, poses: Sequence, body_frame: str = "") -> tuple[list[float], list[float]]:
+        """"Have we seen this?": (fraction of latent cells filled, mean depth there) per PoseStamped, from the
+        memory as it is now (no lock: a read). Raises GoalError / ValueError for poses that cannot be resolved."""
+        camera_frame, K = self.camera()
+        c2w = resolve_poses(poses, body_frame, camera_frame, self.world_frame, self.lookup)
+        size = self.image_size
+        fraction, depth = coverage_at_poses(self.holder.memory, K, torch.from_numpy(c2w).float(), size,
+                                            latent_size(*size))
+        return [float(v) for v in fraction], [float(v) for v in depth]
+
+
+def _release_accelerator_memory() -> None:
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass

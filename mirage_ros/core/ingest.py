@@ -1,0 +1,219 @@
+"""Live input -> memory, without ROS: header check -> pose at the stamp -> keyframe? -> fit -> ``model.observe``.
+
+The node's worker and the offline ``mirage build-cache`` both run :class:`FrameIngestor`, so they take the same
+decisions on the same frames: the keyframe selection and frame fitting are the library's
+(:mod:`mirage.frames`), and every keyframe goes in through ``world_model.observe`` (one encode-and-insert path)
+under the memory holder's lock.
+
+The ingestor also records, per camera (its optical frame), the intrinsics of its latest valid camera_info in
+:class:`CameraTable`: goals and coverage queries imagine with a camera's own calibration, fitted to the model's
+size exactly as its keyframes are, not with whatever keyframe happened to be inserted last.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mirage.frames import KeyframeSelector, fit_intrinsics, fit_to_size
+from mirage_ros.conversions.time import NS_PER_SECOND
+
+__all__ = ["FramePair", "TransformUnavailable", "IngestStats", "CameraModel", "CameraTable", "FrameIngestor"]
+
+Lookup = Callable[[str, str, int], np.ndarray]
+
+
+class TransformUnavailable(LookupError):
+    """No camera pose at the frame's stamp (the frame is dropped, not an error of the input)."""
+
+
+@dataclass
+class FramePair:
+    """What the subscription callbacks queue: raw messages plus the wall-clock arrival time (seconds)."""
+
+    rgb: Any
+    depth: Any
+    info: Any
+    arrival: float
+
+
+@dataclass
+class IngestStats:
+    frames_in: int = 0          # items taken from the queue
+    frames_dropped_tf: int = 0  # no pose at the stamp
+    frames_rejected: int = 0    # bad input (encoding, sizes, intrinsics, ...)
+    frames_skipped: int = 0     # not a keyframe
+    keyframes: int = 0          # inserted into the memory
+    last_insert_latency: float = 0.0       # seconds from arrival to the end of the insert
+    latencies: list[float] = field(default_factory=list)  # recent latencies (bounded)
+    last_error: str = ""
+
+    def record_latency(self, seconds: float, keep: int = 10000) -> None:
+        self.last_insert_latency = float(seconds)
+        self.latencies.append(float(seconds))
+        if len(self.latencies) > keep:
+            del self.latencies[: len(self.latencies) - keep]
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """One camera as its camera_info describes it: K (3, 3) float32 at ``size = (H, W)`` of its images."""
+
+    frame_id: str
+    intrinsics: torch.Tensor
+    size: tuple[int, int]
+    stamp_ns: int
+
+    def intrinsics_at(self, size: tuple[int, int]) -> torch.Tensor:
+        """K (3, 3) at the model's ``size = (h, w)``: the crop and resize :func:`mirage.frames.fit_to_size` applies."""
+        return fit_intrinsics(self.intrinsics, self.size, size)
+
+
+class CameraTable:
+    """Thread-safe ``frame_id -> CameraModel`` of every camera seen, and which one was posed last.
+
+    Written by the ingest worker, read by goal and service threads.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cameras: dict[str, CameraModel] = {}
+        self._latest = ""
+
+    def record(self, camera: CameraModel) -> None:
+        with self._lock:
+            self._cameras[camera.frame_id] = camera
+            self._latest = camera.frame_id
+
+    def get(self, frame_id: str = "") -> CameraModel | None:
+        """The camera ``frame_id`` (empty: the last one posed), or None when it was never seen."""
+        with self._lock:
+            return self._cameras.get(frame_id or self._latest)
+
+    @property
+    def latest_frame(self) -> str:
+        """Optical frame of the last camera whose frame was posed ("" before any)."""
+        with self._lock:
+            return self._latest
+
+    def frames(self) -> list[str]:
+        with self._lock:
+            return sorted(self._cameras)
+
+
+class FrameIngestor:
+    """Validates, poses, selects and inserts frames into a :class:`~mirage_ros.core.memory_holder.MemoryHolder`.
+
+    ``lookup(target, source, stamp_ns) -> (4, 4)`` gives transforms and raises when it has none (stamps stay
+    integer nanoseconds). ``image_size`` (h, w) defaults to the model's. :meth:`process` raises ValueError for
+    bad input (nothing is inserted), :class:`TransformUnavailable` when the pose is missing, and returns True for
+    an inserted keyframe, False for a skipped frame. One thread calls :meth:`process` (the worker).
+    """
+
+    def __init__(self, world_model, holder, lookup: Lookup, world_frame: str, image_size: tuple[int, int] | None = None,
+                 keyframe_translation: float = 0.1, keyframe_rotation_deg: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.world_model = world_model
+        self.holder = holder
+        self.lookup = lookup
+        self.world_frame = world_frame
+        size = image_size if image_size is not None else (world_model.height, world_model.width)
+        self.image_size = (int(size[0]), int(size[1]))
+        self.selector = KeyframeSelector(keyframe_translation, keyframe_rotation_deg)
+        self.stats = IngestStats()
+        self.clock = clock
+        self.cameras = CameraTable()
+
+    @property
+    def camera_frame(self) -> str:
+        """Frame of the last posed frame (goals default to it)."""
+        return self.cameras.latest_frame
+
+    def check(self, pair: FramePair):
+        """Header-level validation, no pixel decoding (cheap enough for every frame).
+
+        Returns (frame_id, stamp ns, K (3, 3), (H, W)); raises ValueError naming the problem.
+        """
+        from mirage_ros import conversions as conv
+
+        rgb, depth = pair.rgb, pair.depth
+        if rgb.encoding not in conv.COLOUR_ENCODINGS:
+            raise ValueError(f"unsupported rgb encoding {rgb.encoding!r}; supported: {list(conv.COLOUR_ENCODINGS)}")
+        if depth.encoding not in conv.DEPTH_ENCODINGS:
+            raise ValueError(f"unsupported depth encoding {depth.encoding!r}; expected one of {conv.DEPTH_ENCODINGS}")
+        size = (int(depth.height), int(depth.width))
+        if (int(rgb.height), int(rgb.width)) != size:
+            raise ValueError(f"rgb is {rgb.width}x{rgb.height} but depth is {depth.width}x{depth.height} "
+                             "(register depth to the colour camera)")
+        K, info_size = conv.camera_info_to_intrinsics(pair.info)
+        if tuple(info_size) != size:
+            raise ValueError(f"camera_info is for {info_size[1]}x{info_size[0]} but the images are "
+                             f"{size[1]}x{size[0]}")
+        frame_id = rgb.header.frame_id or depth.header.frame_id
+        if not frame_id:
+            raise ValueError("the rgb and depth images have no header.frame_id")
+        return frame_id, conv.stamp_to_ns(rgb.header.stamp), K, size
+
+    def convert(self, pair: FramePair) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels: rgb (H, W, 3) uint8 and depth (H, W) float32 metres; ValueError if unusable."""
+        from mirage_ros import conversions as conv
+
+        rgb, depth = conv.image_to_rgb(pair.rgb), conv.image_to_depth(pair.depth)
+        if not (np.isfinite(depth) & (depth > 0)).any():
+            raise ValueError("depth has no valid pixel (all zero, negative, NaN or inf)")
+        return rgb, depth
+
+    def _reject(self, exc: ValueError) -> None:
+        self.stats.frames_rejected += 1
+        self.stats.last_error = str(exc)
+
+    def process(self, pair: FramePair) -> bool:
+        """Check -> pose at the stamp -> keyframe? -> decode -> fit -> observe (see the class docstring).
+
+        Pixels are decoded only for keyframes, so skipped frames cost a header check and a TF lookup.
+        """
+        # 1. header check (no pixels)
+        self.stats.frames_in += 1
+        try:
+            frame_id, stamp, K, size = self.check(pair)
+        except ValueError as exc:
+            self._reject(exc)
+            raise
+        # 2. camera pose at the stamp
+        try:
+            c2w = np.asarray(self.lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - the buffer's error type is not ours to know
+            self.stats.frames_dropped_tf += 1
+            raise TransformUnavailable(
+                f"no transform {self.world_frame} <- {frame_id} at t={stamp / NS_PER_SECOND:.3f} s: {exc}") from None
+        self.cameras.record(CameraModel(frame_id, K, size, stamp))
+        # 3. keyframe?
+        if not self.selector.is_keyframe(c2w):
+            self.stats.frames_skipped += 1
+            return False
+        # 4. pixels, fitted to the model's size
+        try:
+            rgb, depth = self.convert(pair)
+        except ValueError as exc:
+            self._reject(exc)
+            raise
+        rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, self.image_size)
+        # 5. encode + insert, the library's one observe path, under the memory's writer lock
+        try:
+            self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float())
+        except ValueError as exc:  # the model or the memory refused the frame; the memory is unchanged
+            self._reject(exc)
+            raise
+        self.selector.accept(c2w)
+        self.stats.keyframes += 1
+        self.stats.record_latency(self.clock() - pair.arrival)
+        return True
+
+    def reset(self) -> None:
+        """Forget the last keyframe (after clear / load the next good frame seeds the memory again)."""
+        self.selector.reset()

@@ -1,0 +1,176 @@
+"""Parameters of the ``mirage`` node: one table, declared with descriptions and ranges.
+
+The table is the single source of truth: :func:`declare_parameters` declares every entry on a node
+(read-only where a change would need a restart), and ``config/mirage.yaml`` carries the same names with
+the same defaults (a test checks they agree). Values come back as a frozen :class:`NodeParams`.
+rclpy-free at import (``rcl_interfaces`` is imported only to declare), so ``mirage build-cache`` shares it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["ParamSpec", "PARAM_SPECS", "NodeParams", "declare_parameters", "read_parameters", "validate_params"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+PARAM_SPECS: tuple[ParamSpec, ...] = (
+    # Frames and model
+    ParamSpec("world_frame", "odom", "Fixed frame of the memory, the cloud and resolved goals."),
+    ParamSpec("model", "mirage-tiny", "World model: mirage-tiny (shipped; falls back to the untrained tiny model when "
+              "its weights are absent), tiny, wan22_5b-random, a saved world model directory, a Wan2.2 diffusers "
+              "directory or the hub id Wan-AI/Wan2.2-TI2V-5B-Diffusers."),
+    ParamSpec("model_path", "", "Local directory with the model weights; overrides `model` when set."),
+    ParamSpec("checkpoints", "", "Trained modules loaded over the model, NAME=PATH comma-separated with NAME in "
+              "side_branch, camera_embedding, lora (directories written by save_pretrained) or reference (a checkpoint of "
+              "the paper's reference code: .safetensors file or directory, mapped where shapes allow)."),
+    ParamSpec("device", "cpu", "Torch device for the model and the memory (cpu, cuda, cuda:1, ...)."),
+    ParamSpec("dtype", "float32", "Model dtype.", choices=("float32", "bfloat16", "float16")),
+    ParamSpec("cpu_offload", False, "Offload idle model parts to the CPU (large models on small GPUs)."),
+    ParamSpec("steps", 20, "Denoising steps per chunk.", 1, 200, 1),
+    ParamSpec("chunk_frames", 0, "Pixel frames per generated chunk (1 + 4k); 0 = the model's default.", 0, 241, 1),
+    ParamSpec("image_height", 0,
+              "Height of generated frames and encoded keyframes (multiple of 32); 0 = model default.", 0, 2048, 32),
+    ParamSpec("image_width", 0,
+              "Width of generated frames and encoded keyframes (multiple of 32); 0 = model default.", 0, 4096, 32),
+    ParamSpec("fps", 10.0, "Frame rate of generated frames when a goal gives none (spaces their stamps).", 0.1, 120.0),
+    ParamSpec("max_goal_frames", 121, "Largest number of frames one goal may ask for.", 1, 10000, 1),
+    ParamSpec("goal_policy", "reject", "What a new goal does while one runs: reject it, or preempt the running one.",
+              choices=("reject", "preempt")),
+    # Ingest
+    ParamSpec("keyframe_translation", 0.10, "Insert a keyframe after the camera moved this far (m).", 0.0, 100.0),
+    ParamSpec("keyframe_rotation_deg", 10.0, "Insert a keyframe after the camera turned this far (degrees).", 0.0, 180.0),
+    ParamSpec("sync_slop", 0.02, "Largest rgb/depth stamp difference paired as one frame (s).", 0.0, 1.0),
+    ParamSpec("tf_timeout", 0.05, "How long to wait for the camera pose at a frame's stamp (s).", 0.0, 5.0),
+    ParamSpec("ingest_queue_size", 1, "Frames waiting for the encoder; the oldest is dropped when full.", 1, 100, 1),
+    ParamSpec("input_qos", "sensor_data", "QoS of the image inputs.", choices=("sensor_data", "reliable")),
+    ParamSpec("input_queue_depth", 5, "History depth of the image subscriptions.", 1, 100, 1),
+    ParamSpec("input_timeout", 5.0, "Warn when no synced rgb/depth pair arrived for this long (s).", 0.5, 600.0),
+    # Memory
+    ParamSpec("voxel_size", 0.05, "Memory voxel size for deduplication (m); 0 keeps every point.", 0.0, 10.0),
+    ParamSpec("max_points", 2_000_000, "Memory capacity in points; 0 = unbounded.", 0, 1_000_000_000, 1),
+    # Outputs
+    ParamSpec("cloud_max_points", 100_000, "Point budget of ~/cache/points.", 1, 10_000_000, 1),
+    ParamSpec("cloud_rate", 1.0, "Largest publish rate of ~/cache/points (Hz); it is sent only on change.", 0.01, 30.0),
+    ParamSpec("stats_rate", 1.0, "Publish rate of ~/cache/stats (Hz).", 0.01, 30.0),
+)
+
+_BY_NAME = {spec.name: spec for spec in PARAM_SPECS}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated values of :data:`PARAM_SPECS` (defaults: ``NodeParams.defaults()``)."""
+
+    world_frame: str
+    model: str
+    model_path: str
+    checkpoints: str
+    device: str
+    dtype: str
+    cpu_offload: bool
+    steps: int
+    chunk_frames: int
+    image_height: int
+    image_width: int
+    fps: float
+    max_goal_frames: int
+    goal_policy: str
+    keyframe_translation: float
+    keyframe_rotation_deg: float
+    sync_slop: float
+    tf_timeout: float
+    ingest_queue_size: int
+    input_qos: str
+    input_queue_depth: int
+    input_timeout: float
+    voxel_size: float
+    max_points: int
+    cloud_max_points: int
+    cloud_rate: float
+    stats_rate: float
+
+    @classmethod
+    def defaults(cls) -> "NodeParams":
+        return validate_params({})
+
+    @property
+    def checkpoint_list(self) -> list[str]:
+        return [c.strip() for c in self.checkpoints.split(",") if c.strip()]
+
+
+def validate_params(values: dict[str, Any]) -> NodeParams:
+    """Check ranges and choices (the descriptor ranges are advisory for overrides) -> NodeParams.
+
+    Raises ValueError naming the parameter.
+    """
+    out = {}
+    for spec in PARAM_SPECS:
+        value = values.get(spec.name, spec.default)
+        if isinstance(spec.default, bool):
+            value = bool(value)
+        elif isinstance(spec.default, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"parameter {spec.name} must be an integer, got {value!r}")
+        elif isinstance(spec.default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"parameter {spec.name} must be a number, got {value!r}")
+            value = float(value)
+        else:
+            value = str(value)
+        if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
+            raise ValueError(f"parameter {spec.name}={value} is outside [{spec.min}, {spec.max}]")
+        if spec.choices is not None and value not in spec.choices:
+            raise ValueError(f"parameter {spec.name}={value!r} must be one of {list(spec.choices)}")
+        out[spec.name] = value
+    for name in ("image_height", "image_width"):
+        if out[name] % 32:  # 16x VAE compression times the transformer's 2x2 patches
+            raise ValueError(f"parameter {name}={out[name]} must be a multiple of 32")
+    if out["chunk_frames"] and (out["chunk_frames"] - 1) % 4:
+        raise ValueError(f"parameter chunk_frames={out['chunk_frames']} must be 1 + 4k (e.g. 5, 9, 17, 33) or 0")
+    if not out["world_frame"]:
+        raise ValueError("parameter world_frame must not be empty")
+    return NodeParams(**out)
+
+
+def _descriptor(spec: ParamSpec):
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    description = spec.description
+    if spec.choices:
+        description += f" One of: {', '.join(spec.choices)}."
+    desc = ParameterDescriptor(description=description, read_only=True)  # read at start-up only
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.min is not None and not isinstance(spec.default, bool):
+        if isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max),
+                                               step=int(spec.step or 1))]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max),
+                                                            step=0.0)]
+    return desc
+
+
+def declare_parameters(node) -> None:
+    """Declare every entry of :data:`PARAM_SPECS` on an rclpy node (overrides from YAML / --ros-args apply)."""
+    for spec in PARAM_SPECS:
+        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+
+
+def read_parameters(node) -> NodeParams:
+    """Current values of the declared parameters, validated."""
+    return validate_params({f.name: node.get_parameter(f.name).value for f in fields(NodeParams)})

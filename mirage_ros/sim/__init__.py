@@ -1,0 +1,1 @@
+"""A synthetic RGB-D camera for demos, tests and benchmarks: the rig (frames, no ROS) and the camera node."""

@@ -1,0 +1,114 @@
+"""mirage_ros.core.ingest without ROS: checks, pose at the stamp, keyframes, the one observe path, cameras."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import numpy as np
+import pytest
+import torch
+
+from mirage.camera import look_at, make_intrinsics
+from mirage.frames import fit_intrinsics, fit_to_size
+from mirage_ros import conversions as conv
+from mirage_ros.core.ingest import FrameIngestor, FramePair, TransformUnavailable
+from mirage_ros.core.memory_holder import MemoryHolder
+
+SRC = (48, 80)  # camera images (H, W); the tiny model's frames are 64x96: a crop and an upscale
+
+
+def _message(**fields):
+    return lambda: NS(header=NS(stamp=NS(sec=0, nanosec=0), frame_id=""), data=b"", **fields)
+
+
+IMAGE = _message(height=0, width=0, encoding="", is_bigendian=0, step=0)
+INFO = _message(height=0, width=0, distortion_model="", d=[], k=[], r=[], p=[], binning_x=0, binning_y=0,
+                roi=NS(x_offset=0, y_offset=0, width=0, height=0))
+
+
+def pair(stamp_ns=1_000_000_000, frame="cam", K=None, rgb=None, depth=None, info_size=SRC, rgb_encoding="rgb8"):
+    rng = np.random.default_rng(stamp_ns % 1000)
+    rgb = rgb if rgb is not None else rng.integers(0, 256, (*SRC, 3), dtype=np.uint8)
+    depth = depth if depth is not None else (1.5 + rng.random(SRC)).astype(np.float32)
+    K = K if K is not None else make_intrinsics(60.0, 60.0, SRC[1] / 2, SRC[0] / 2)
+    rgb_msg = conv.numpy_to_image(rgb, "rgb8", stamp=stamp_ns, frame_id=frame, msg_type=IMAGE)
+    rgb_msg.encoding = rgb_encoding
+    return FramePair(rgb_msg, conv.numpy_to_image(depth, "32FC1", stamp=stamp_ns, frame_id=frame, msg_type=IMAGE),
+                     conv.intrinsics_to_camera_info(K, *info_size, stamp=stamp_ns, frame_id=frame, msg_type=INFO), 0.0)
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    from mirage.world_model import MirageWorldModel
+
+    return MirageWorldModel.from_pretrained("tiny", num_inference_steps=1)
+
+
+def make(world_model, poses=None):
+    poses = poses if poses is not None else {}
+    holder = MemoryHolder(world_model.new_memory(voxel_size=None))
+
+    def lookup(target, source, stamp_ns):
+        if (source, stamp_ns) not in poses:
+            raise LookupError(f"no {source} at {stamp_ns}")
+        return poses[(source, stamp_ns)]
+
+    return FrameIngestor(world_model, holder, lookup, "odom", keyframe_translation=0.1), holder, poses
+
+
+def test_a_keyframe_goes_in_through_the_one_observe_path(world_model):
+    ingest, holder, poses = make(world_model)
+    c2w = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    poses[("cam", 1_000_000_000)] = c2w
+    item = pair()
+    assert ingest.process(item) is True
+    # the same frame through the library by hand: fit_to_size, then world_model.observe
+    reference = world_model.new_memory(voxel_size=None)
+    rgb, depth = conv.image_to_rgb(item.rgb), conv.image_to_depth(item.depth)
+    K, _ = conv.camera_info_to_intrinsics(item.info)
+    world_model.observe(reference, *fit_to_size(rgb, depth, K, world_model.image_size), torch.from_numpy(c2w).float())
+    assert len(holder.memory) == len(reference) > 0
+    torch.testing.assert_close(holder.memory.points, reference.points)
+    torch.testing.assert_close(holder.memory.features, reference.features)
+    assert holder.keyframes == 1 and ingest.stats.keyframes == 1 and ingest.stats.latencies
+
+
+def test_skipped_dropped_and_rejected_frames_leave_the_memory_alone(world_model):
+    ingest, holder, poses = make(world_model)
+    c2w = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    for stamp in (1, 2, 3):
+        poses[("cam", stamp)] = c2w
+    assert ingest.process(pair(stamp_ns=1))
+    version = holder.version()
+    assert ingest.process(pair(stamp_ns=2)) is False  # did not move: not a keyframe
+    assert ingest.stats.frames_skipped == 1
+    with pytest.raises(TransformUnavailable, match="no transform odom <- cam"):
+        ingest.process(pair(stamp_ns=99))
+    assert ingest.stats.frames_dropped_tf == 1
+    for bad, word in ((dict(rgb_encoding="yuv422"), "rgb encoding"), (dict(info_size=(24, 40)), "camera_info"),
+                      (dict(frame=""), "frame_id")):
+        with pytest.raises(ValueError, match=word):
+            ingest.process(pair(stamp_ns=3, **bad))
+    ingest.reset()  # a keyframe candidate: its pixels are decoded and checked too
+    with pytest.raises(ValueError, match="no valid pixel"):
+        ingest.process(pair(stamp_ns=3, depth=np.zeros(SRC, np.float32)))
+    assert ingest.stats.frames_rejected == 4 and ingest.stats.frames_in == 7
+    assert holder.version() == version and holder.keyframes == 1
+
+
+def test_each_camera_is_recorded_with_its_own_intrinsics(world_model):
+    ingest, _, poses = make(world_model)
+    front = make_intrinsics(60.0, 60.0, 40.0, 24.0)
+    wrist = make_intrinsics(30.0, 31.0, 41.0, 23.0)
+    poses[("front", 1)] = poses[("wrist", 2)] = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    assert ingest.camera_frame == "" and ingest.cameras.get() is None
+    ingest.process(pair(stamp_ns=1, frame="front", K=front))
+    ingest.process(pair(stamp_ns=2, frame="wrist", K=wrist))  # same pose: not a keyframe, still recorded
+    with pytest.raises(TransformUnavailable):
+        ingest.process(pair(stamp_ns=3, frame="unposed"))
+    assert ingest.cameras.frames() == ["front", "wrist"] and ingest.camera_frame == "wrist"
+    cam = ingest.cameras.get("front")
+    assert cam.size == SRC and cam.stamp_ns == 1
+    torch.testing.assert_close(cam.intrinsics, front)
+    torch.testing.assert_close(ingest.cameras.get().intrinsics_at(world_model.image_size),
+                               fit_intrinsics(wrist, SRC, world_model.image_size))
