@@ -15,7 +15,8 @@ from mirage.data.memory_task import MemoryTask
 from mirage.eval.closed_loop import frame_metrics, is_out_and_back, memory_frame_metrics
 from mirage.eval.methods import ALL_METHODS, METHODS, run_method
 from mirage.eval.metrics import lpips_status
-from mirage.eval.report import side_by_side, write_report, write_video
+from mirage.eval.report import side_by_side, write_report
+from mirage.media import write_video
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def evaluate(world_model, clips: Sequence[Clip | MemoryTask], output_dir: str | 
                                                             closed_loop=is_out_and_back(clip.cam_to_world)).values
             bar.update(1)
         if videos:
-            (output_dir / "videos").mkdir(parents=True, exist_ok=True)
-            write_video(output_dir / "videos" / f"{clip.name}.mp4", side_by_side({"ground truth": clip.rgb, **generated}))
+            video = side_by_side({"ground truth": clip.rgb, **generated})
+            write_video(output_dir / "videos" / f"{clip.name}.mp4", video)  # creates videos/
     bar.close()
     tasks = [c for c in clips if isinstance(c, MemoryTask)]
     targets = [c.target if isinstance(c, MemoryTask) else c for c in clips]
@@ -79,11 +80,11 @@ def evaluate(world_model, clips: Sequence[Clip | MemoryTask], output_dir: str | 
                  "*_C: returning frames vs the ground truth of the outgoing frames at the same pose; "
                  "PSNR_self: returning vs the method's own outgoing frames."]
     notes.append("seconds per clip: " + ", ".join(f"{m} {seconds[m] / len(clips):.2f}" for m in methods))
+    depth_source = "ground truth" if gt_depth else type(world_model.depth_provider).__name__
     all_settings = {"clips": len(clips), "frames": targets[0].num_frames, "image_size": list(targets[0].image_size),
                     "methods": list(methods), "num_inference_steps": num_inference_steps or
                     world_model.config.num_inference_steps, "seed": seed,
-                    "depth of generated frames": "ground truth" if gt_depth else type(world_model.depth_provider).__name__,
-                    **(settings or {})}
+                    "depth of generated frames": depth_source, **(settings or {})}
     table = write_report(output_dir, per_clip, all_settings, notes)
     return {"table": table, "per_clip": per_clip, "notes": notes, "seconds": seconds}
 
