@@ -4,6 +4,12 @@ Example::
 
     mirage eval --model mirage-tiny --methods latent rgb_cache none reprojection --scenes 8 --frames medium \\
         --output runs/eval
+    mirage eval --model mirage-tiny --protocol memory --methods latent,shuffled,empty,none,rgb_cache \\
+        --scenes 6 --output runs/eval-memory
+
+``--protocol loop`` (default) is the out-and-back protocol seeded with the first frame; ``--protocol memory``
+evaluates held-out memory tasks (:mod:`mirage.data.memory_task`: memory from an earlier pass, 33-frame
+excursions out of view, metrics on the returning frames that need memory, conditioning frame excluded).
 """
 
 from __future__ import annotations
@@ -12,18 +18,27 @@ import argparse
 import logging
 import sys
 
-from mirage.eval.closed_loop import FRAME_PRESETS
-from mirage.eval.methods import METHODS
+from mirage.eval.closed_loop import FRAME_PRESETS, PROTOCOLS
+from mirage.eval.methods import ALL_METHODS, MEMORY_METHODS, METHODS
 
 __all__ = ["add_arguments", "main"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="world model: built-in name or trained directory")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="loop",
+                        help="loop: out-and-back from the first frame; memory: earlier pass + excursions out of view")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help=f"any of {', '.join(ALL_METHODS)} (space or comma separated); default: "
+                             f"{' '.join(METHODS)} (loop), {' '.join(MEMORY_METHODS)} (memory)")
     parser.add_argument("--scenes", type=int, default=4, help="held-out synthetic scenes (default 4)")
-    parser.add_argument("--frames", default="medium",
-                        help="out-and-back length: small (9), medium (17), large (33) or an odd 1 + 4k number")
+    parser.add_argument("--frames", default=None,
+                        help="out-and-back length: small (9), medium (17), large (33) or an odd 1 + 4k number "
+                             "(default: medium for loop, large for memory)")
+    parser.add_argument("--variants", nargs="+", help="memory protocol: excursion variants (default: all)")
+    parser.add_argument("--earlier-frames", type=int, default=16, help="memory protocol: frames of the earlier pass")
+    parser.add_argument("--min-needs-memory", type=float, default=None,
+                        help="memory protocol: resample a path whose returning frames need memory less than this")
     parser.add_argument("--data", choices=("synthetic", "re10k"), default="synthetic",
                         help="held-out synthetic out-and-back scenes, or RealEstate10K-format clips (novel view only)")
     parser.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
@@ -55,6 +70,24 @@ def _frames(text: str) -> int:
     return n
 
 
+def _methods(args) -> list[str]:
+    if args.methods is None:
+        return list(MEMORY_METHODS if args.protocol == "memory" else METHODS)
+    names = [m for text in args.methods for m in text.split(",") if m]
+    unknown = [m for m in names if m not in ALL_METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
+    return names
+
+
+def _memory_tasks(args, frames: int, image_size, seed0: int) -> list:
+    from mirage.eval.closed_loop import memory_evaluation_tasks
+
+    kw = {} if args.min_needs_memory is None else {"min_needs_memory": args.min_needs_memory}
+    return memory_evaluation_tasks(args.scenes, image_size, frames, seed=seed0, variants=args.variants,
+                                   earlier_frames=args.earlier_frames, num_dynamic=args.num_dynamic, **kw)
+
+
 def _re10k_clips(args, frames: int, image_size) -> list:
     from mirage.data.re10k import RealEstate10KDataset
 
@@ -76,20 +109,26 @@ def main(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        frames = _frames(args.frames)
+        methods = _methods(args)
+        frames = _frames(args.frames or ("large" if args.protocol == "memory" else "medium"))
+        if args.protocol == "memory" and args.data != "synthetic":
+            raise ValueError("--protocol memory runs on synthetic rooms only (it needs an earlier pass)")
         sizes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k) is not None}
         world_model = load_world_model(args.model, **sizes)
         seed0 = EVAL_SEED_OFFSET if args.scene_seed is None else args.scene_seed
-        if args.data == "re10k":
+        if args.protocol == "memory":
+            clips = _memory_tasks(args, frames, world_model.image_size, seed0)
+            source = f"memory tasks in synthetic room seeds {seed0}..{seed0 + args.scenes - 1}"
+        elif args.data == "re10k":
             clips = _re10k_clips(args, frames, world_model.image_size)
             source = f"re10k {args.data_root} ({len(clips)} clips)"
         else:
             clips = evaluation_clips(args.scenes, frames, world_model.image_size, seed=seed0, paths=args.paths,
                                      num_dynamic=args.num_dynamic)
             source = f"synthetic scene seeds {seed0}..{seed0 + args.scenes - 1}"
-        out = evaluate(world_model, clips, args.output, args.methods, num_inference_steps=args.steps, seed=args.seed,
+        out = evaluate(world_model, clips, args.output, methods, num_inference_steps=args.steps, seed=args.seed,
                        gt_depth=not args.estimated_depth, lpips_dir=args.lpips_dir, videos=not args.no_videos,
-                       settings={"model": str(args.model), "data": source},
+                       settings={"model": str(args.model), "protocol": args.protocol, "data": source},
                        progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mirage eval: {exc}", file=sys.stderr)

@@ -11,8 +11,9 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from mirage.data.clip import Clip
-from mirage.eval.closed_loop import frame_metrics, is_out_and_back
-from mirage.eval.methods import METHODS, run_method
+from mirage.data.memory_task import MemoryTask
+from mirage.eval.closed_loop import frame_metrics, is_out_and_back, memory_frame_metrics
+from mirage.eval.methods import ALL_METHODS, METHODS, run_method
 from mirage.eval.metrics import lpips_status
 from mirage.eval.report import side_by_side, write_report
 from mirage.media import write_video
@@ -22,19 +23,24 @@ logger = logging.getLogger(__name__)
 __all__ = ["evaluate"]
 
 
-def evaluate(world_model, clips: Sequence[Clip], output_dir: str | os.PathLike, methods: Sequence[str] = METHODS,
+def evaluate(world_model, clips: Sequence[Clip | MemoryTask], output_dir: str | os.PathLike,
+             methods: Sequence[str] = METHODS,
              *, num_inference_steps: int | None = None, seed: int = 0, gt_depth: bool = True,
              lpips_dir: str | None = None, videos: bool = True, settings: dict | None = None,
              progress: bool = True) -> dict:
     """Evaluate ``methods`` on ``clips``; returns {"table", "per_clip", "notes", "seconds"}. Closed-loop metrics are
     computed on out-and-back clips (:func:`is_out_and_back`), novel-view metrics on all.
 
+    Items may also be :class:`~mirage.data.memory_task.MemoryTask` (the memory protocol): the memory methods
+    are seeded with the task's earlier pass, the target clip is generated and scored with
+    :func:`~mirage.eval.closed_loop.memory_frame_metrics` (conditioning frame excluded, scored frames only).
+
     Writes ``results.json``, ``results.md`` and (``videos``) ``videos/<clip>.mp4`` with the ground truth and
     every method side by side.
     """
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+        raise ValueError(f"unknown methods {unknown}; choose from {ALL_METHODS}")
     if not clips:
         raise ValueError("no clips to evaluate")
     output_dir = Path(output_dir)
@@ -43,31 +49,58 @@ def evaluate(world_model, clips: Sequence[Clip], output_dir: str | os.PathLike, 
     per_clip: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     seconds: dict[str, float] = {m: 0.0 for m in methods}
     bar = tqdm(total=len(clips) * len(methods), desc="evaluating", disable=not progress)
-    for clip in clips:
+    for item in clips:
+        task = item if isinstance(item, MemoryTask) else None
+        clip = task.target if task is not None else item
         generated = {}
         for method in methods:
             start = time.perf_counter()
             frames = run_method(method, world_model, clip, seed=seed, num_inference_steps=num_inference_steps,
-                                gt_depth=gt_depth)
+                                gt_depth=gt_depth, memory_frames=task.earlier if task is not None else None)
             seconds[method] += time.perf_counter() - start
             generated[method] = frames
-            per_clip[method][clip.name] = frame_metrics(frames, clip.rgb, lpips,
-                                                        closed_loop=is_out_and_back(clip.cam_to_world)).values
+            if task is not None:
+                per_clip[method][clip.name] = memory_frame_metrics(frames, task, lpips).values
+            else:
+                per_clip[method][clip.name] = frame_metrics(frames, clip.rgb, lpips,
+                                                            closed_loop=is_out_and_back(clip.cam_to_world)).values
             bar.update(1)
         if videos:
             video = side_by_side({"ground truth": clip.rgb, **generated})
             write_video(output_dir / "videos" / f"{clip.name}.mp4", video)  # creates videos/
     bar.close()
-    loops = sum(is_out_and_back(c.cam_to_world) for c in clips)
-    notes = [lpips_message, f"closed-loop metrics over the {loops} of {len(clips)} clips that go out and back",
-             "PSNR/SSIM/LPIPS: every generated frame vs the ground truth at its pose (frame 0 excluded); "
-             "*_C: returning frames vs the ground truth of the outgoing frames at the same pose; "
-             "PSNR_self: returning vs the method's own outgoing frames.",
-             "seconds per clip: " + ", ".join(f"{m} {seconds[m] / len(clips):.2f}" for m in methods)]
+    tasks = [c for c in clips if isinstance(c, MemoryTask)]
+    targets = [c.target if isinstance(c, MemoryTask) else c for c in clips]
+    if tasks:
+        notes = [lpips_message, *_memory_notes(tasks, per_clip, methods)]
+    else:
+        loops = sum(is_out_and_back(c.cam_to_world) for c in targets)
+        notes = [lpips_message, f"closed-loop metrics over the {loops} of {len(clips)} clips that go out and back",
+                 "PSNR/SSIM/LPIPS: every generated frame vs the ground truth at its pose (frame 0 excluded); "
+                 "*_C: returning frames vs the ground truth of the outgoing frames at the same pose; "
+                 "PSNR_self: returning vs the method's own outgoing frames."]
+    notes.append("seconds per clip: " + ", ".join(f"{m} {seconds[m] / len(clips):.2f}" for m in methods))
     depth_source = "ground truth" if gt_depth else type(world_model.depth_provider).__name__
-    all_settings = {"clips": len(clips), "frames": clips[0].num_frames, "image_size": list(clips[0].image_size),
+    all_settings = {"clips": len(clips), "frames": targets[0].num_frames, "image_size": list(targets[0].image_size),
                     "methods": list(methods), "num_inference_steps": num_inference_steps or
                     world_model.config.num_inference_steps, "seed": seed,
                     "depth of generated frames": depth_source, **(settings or {})}
     table = write_report(output_dir, per_clip, all_settings, notes)
     return {"table": table, "per_clip": per_clip, "notes": notes, "seconds": seconds}
+
+
+def _memory_notes(tasks: Sequence[MemoryTask], per_clip: dict, methods: Sequence[str]) -> list[str]:
+    """What the memory protocol measured: the frames scored, how much of them needs memory, PSNR_M per method."""
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    scored = mean([len(t.scored_frames) for t in tasks])
+    psnr_m = {m: mean([v["PSNR_M"] for v in per_clip[m].values() if v["PSNR_M"] == v["PSNR_M"]]) for m in methods}
+    return [f"memory protocol: {len(tasks)} held-out rooms, memory seeded from a {tasks[0].earlier.num_frames}-frame "
+            f"earlier pass, context = frame 0 only; variants {sorted({t.variant for t in tasks})}",
+            f"needs memory (share of the returning frames' static pixels not seen by the context frame but seen "
+            f"by the earlier pass): mean {mean([t.needs_memory for t in tasks]):.3f}, min "
+            f"{min(t.needs_memory for t in tasks):.3f}; never seen by either: {mean([t.unseen for t in tasks]):.3f}",
+            "PSNR/SSIM/LPIPS: every frame but the conditioning frame vs the ground truth at its pose; *_C: only the "
+            f"scored frames (returning frames with >= the task's minimum share needing memory; {scored:.1f} per "
+            "clip), conditioning frame excluded; PSNR_self: scored frames vs the method's own outgoing frames",
+            "PSNR_M (needs-memory pixels of the scored frames only): "
+            + ", ".join(f"{m} {psnr_m[m]:.2f}" for m in methods)]
