@@ -10,7 +10,7 @@ trajectory, seed and number of denoising steps:
 * latent memory: ``LatentSpatialMemory`` read at latent resolution (one z-buffer pass per chunk), updated
   with each chunk's denoised latents back-projected at their frames' poses (``--memory-latents reencoded``:
   the decoded frames re-encoded as target-type latents instead);
-* RGB cache: ``RGBPointCache`` (via ``mirage.rgb_memory.RGBCacheMemory``): every chunk rasterises each
+* RGB cache: ``mirage.memory.RGBPointCloudMemory``: every chunk rasterises each
   target view at pixel resolution and VAE-encodes it (paper Eq. 2; ``encode_images``, target-type latents);
   updates store pixels;
 * no memory: the same model without any readout or update (side branch skipped).
@@ -72,14 +72,13 @@ def peak_mib(device: torch.device) -> float:
 
 
 def run_variant(model, variant: str, K, c2w, depth, first, args, device):
-    from mirage.rgb_cache import RGBPointCache
-    from mirage.rgb_memory import RGBCacheMemory
+    from mirage.memory import RGBPointCloudMemory
 
     memory, mode = None, "full"
     if variant == "latent memory":
         memory = model.new_memory(voxel_size=None)
     elif variant == "RGB cache":
-        memory = RGBCacheMemory(RGBPointCache(device=device), model.encode_images, model.backbone.latent_channels)
+        memory = RGBPointCloudMemory(model.encode_images, model.latent_channels, device=device)
     else:
         mode = "no_memory"
     if memory is not None:

@@ -62,7 +62,7 @@ def run_demo(args) -> dict:
 
     from mirage.media import psnr_uint8, write_png, write_video
     from mirage.memory import LatentSpatialMemory
-    from mirage.pointcloud import write_ply
+    from mirage.memory.io import write_ply
     from mirage_ros import conversions as conv
     from mirage_ros.action import ImagineTrajectory
     from mirage_ros.core.goal_poses import interpolate_poses

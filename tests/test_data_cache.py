@@ -6,7 +6,7 @@ import torch
 from mirage.data import collate_clips
 from mirage.data.latent_cache import CachedLatentDataset, LatentCache
 from mirage.data.synthetic import SyntheticClipDataset
-from mirage.world_model import MirageWorldModel
+from mirage.pipeline import MirageWorldModel
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mirage.camera import intrinsics_from_fov, valid_depth_mask
-from mirage.pointcloud import pool_depth
+from mirage.memory.lifting import pool_depth
 from mirage.depth import (
     DepthAnythingProvider,
     DepthProvider,

@@ -9,7 +9,7 @@ import torch
 from mirage.eval.closed_loop import evaluation_clips, frame_metrics, loop_pairs
 from mirage.eval.methods import METHODS, run_method
 from mirage.eval.report import markdown_table, side_by_side, summarize
-from mirage.world_model import MirageWorldModel
+from mirage.pipeline import MirageWorldModel
 
 SIZE = dict(height=32, width=64)
 

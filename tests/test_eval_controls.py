@@ -11,7 +11,7 @@ from mirage.eval.closed_loop import masked_psnr, memory_evaluation_tasks, memory
 from mirage.eval.controls import memory_with_features, shuffle_permutation, shuffled_memory
 from mirage.eval.methods import ALL_METHODS, METHODS, method_memory, run_method
 from mirage.memory import LatentSpatialMemory
-from mirage.world_model import MirageWorldModel
+from mirage.pipeline import MirageWorldModel
 
 SIZE = (32, 64)
 

@@ -8,8 +8,8 @@ import torch
 
 from mirage.eval.metrics import psnr
 from mirage.scenes import Scene
-from mirage.world_model import MirageWorldModel
-from mirage.world_model_io import CONFIG_NAME, SHIPPED
+from mirage.pipeline import MirageWorldModel
+from mirage.pipeline.loading import CONFIG_NAME, SHIPPED
 
 
 def test_mirage_tiny_is_shipped_small_and_safetensors_only():

@@ -9,7 +9,7 @@ import torch
 from mirage.data.latent_cache import encode_clip
 from mirage.data.synthetic import SyntheticClipDataset
 from mirage.train import TrainConfig, Trainer, export_world_model, load_world_model
-from mirage.world_model import MirageWorldModel
+from mirage.pipeline import MirageWorldModel
 
 SIZE = dict(height=32, width=64)
 

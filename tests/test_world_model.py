@@ -315,10 +315,9 @@ def test_relative_depth_is_scaled_to_the_memory(model):
 
 
 def test_rgb_cache_runs_through_the_same_loop(model):
-    from mirage.rgb_cache import RGBPointCache
-    from mirage.rgb_memory import RGBCacheMemory
+    from mirage.memory import RGBPointCloudMemory
 
-    cache = RGBCacheMemory(RGBPointCache(), model.encode_images)
+    cache = RGBPointCloudMemory(model.encode_images, model.latent_channels)
     model.observe(cache, first_frame(), torch.full((H, W), WALL), intrinsics(), torch.eye(4))
     assert len(cache) == H * W
     model.depth_provider, saved = GivenDepth(wall_depth), model.depth_provider

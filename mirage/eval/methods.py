@@ -4,7 +4,7 @@ The memory of every memory method is seeded with the *memory frames*: the clip's
 protocol), or the earlier pass of a :class:`~mirage.data.memory_task.MemoryTask` (the ``"memory"`` protocol).
 
 * ``latent`` (ours): latent spatial memory, seeded with the memory frames, updated after every chunk.
-* ``rgb_cache``: the RGB point-cloud baseline (paper Eq. 1-2, :class:`mirage.rgb_memory.RGBCacheMemory`): the
+* ``rgb_cache``: the RGB point-cloud baseline (paper Eq. 1-2, :class:`mirage.memory.RGBPointCloudMemory`): the
   same rollout, but every readout rasterises an RGB point cloud at pixel resolution and re-encodes it with
   the VAE; generated frames are stored as coloured points.
 * ``none``: no memory: the side branch is off (``mode="no_memory"``), nothing is read or stored; the plain
@@ -34,8 +34,7 @@ import torch
 from mirage.data.clip import Clip
 from mirage.depth import GivenDepth
 from mirage.eval.controls import SHUFFLE_SEED, shuffled_memory
-from mirage.rgb_cache import RGBPointCache
-from mirage.rgb_memory import RGBCacheMemory
+from mirage.memory import RGBPointCloudMemory
 
 __all__ = ["METHODS", "CONTROLS", "ALL_METHODS", "MEMORY_METHODS", "method_memory", "run_method"]
 
@@ -78,8 +77,8 @@ def method_memory(method: str, world_model, clip: Clip, memory_frames: Clip | No
     if method == "none":
         return None, {"mode": "no_memory"}
     if method == "rgb_cache":
-        memory = RGBCacheMemory(RGBPointCache(device=world_model.device), world_model.encode_images,
-                                channels=world_model.backbone.latent_channels)
+        memory = RGBPointCloudMemory(world_model.encode_images, channels=world_model.latent_channels,
+                                     device=world_model.device)
         if sources.depth is None:
             raise ValueError(f"clip {sources.name!r} has no depth: the memory cannot be seeded")
         memory.insert_batch(sources.rgb, sources.depth, sources.intrinsics, sources.cam_to_world,

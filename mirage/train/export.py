@@ -37,7 +37,7 @@ def export_world_model(world_model, path: str | os.PathLike, merge: bool = False
 
 def load_world_model(name_or_path: str | os.PathLike = "tiny", device="cpu", torch_dtype=None, **overrides):
     """``MirageWorldModel.from_pretrained`` (built-in name, trained directory or hub id)."""
-    from mirage.world_model import MirageWorldModel
+    from mirage.pipeline import MirageWorldModel
 
     if torch_dtype is not None:
         overrides["torch_dtype"] = torch_dtype

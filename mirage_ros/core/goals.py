@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from mirage.camera import TEMPORAL_STRIDE, intrinsics_from_fov, latent_size
+from mirage.camera import intrinsics_from_fov
+from mirage.pipeline.chunks import pad_trajectory, padded_length
 from mirage_ros.core.goal_poses import GoalError, resolve_goal, resolve_poses
 
 __all__ = ["GOAL_POLICIES", "SUCCEEDED", "CANCELED", "ABORTED", "padded_length", "pad_trajectory",
@@ -34,35 +35,16 @@ FALLBACK_FOV_DEG = 75.0
 
 
 # ------------------------------------------------------------------------------------------ library logic
-# lead: replace with mirage.pipeline.pad_trajectory at merge
-def padded_length(num_frames: int, temporal_stride: int = TEMPORAL_STRIDE) -> int:
-    """Smallest 1 + stride * m >= num_frames (the model generates whole latent frames)."""
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    return 1 + temporal_stride * -(-(num_frames - 1) // temporal_stride)
-
-
-# lead: replace with mirage.pipeline.pad_trajectory at merge
-def pad_trajectory(cam_to_world: torch.Tensor, temporal_stride: int = TEMPORAL_STRIDE) -> torch.Tensor:
-    """(T, 4, 4) -> (L, 4, 4), L = :func:`padded_length` (T): the last pose held; callers trim frames >= T."""
-    T = int(cam_to_world.shape[0])
-    length = padded_length(T, temporal_stride)
-    if length == T:
-        return cam_to_world
-    return torch.cat([cam_to_world, cam_to_world[-1:].expand(length - T, 4, 4)])
-
-
-# lead: replace the fraction with memory.coverage(K, c2w, image_size, latent_size) at merge
 def coverage_at_poses(memory, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
                       grid_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """How much of each view the memory fills: (fraction (T,) of latent cells with a point, mean depth (T,) in
-    metres of those cells, 0 where none). intrinsics (3, 3) at ``image_size``; cam_to_world (T, 4, 4)."""
-    readout = memory.read_batch(intrinsics, cam_to_world, image_size, grid_size)
-    mask = readout.mask.reshape(readout.mask.shape[0], -1)
-    depth = torch.where(mask, readout.depth.reshape(mask.shape).float(), 0.0)  # unseen cells hold no depth
-    covered = mask.sum(dim=1)
-    fraction = covered.float() / mask.shape[1]
-    mean_depth = depth.sum(dim=1) / covered.clamp(min=1)
+    """How much of each view the memory fills: (fraction (T,) of latent cells with a point — the memory's own
+    :meth:`~mirage.memory.SpatialMemory.coverage` — and the mean depth (T,) in metres of those cells, 0 where
+    none). intrinsics (3, 3) at ``image_size``; cam_to_world (T, 4, 4)."""
+    fraction = memory.coverage(intrinsics, cam_to_world, image_size, grid_size)
+    mask, depth = memory.visibility(intrinsics, cam_to_world, image_size, grid_size)
+    mask = mask.reshape(mask.shape[0], -1)
+    depth = torch.where(mask, depth.reshape(mask.shape).float(), 0.0)  # unseen cells hold no depth
+    mean_depth = depth.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     return fraction, mean_depth
 
 
@@ -101,7 +83,7 @@ class _Goal:
     """A goal between run() entry and its end: the cancel token and why it was stopped."""
 
     def __init__(self, key: Any):
-        from mirage.rollout import CancelToken
+        from mirage.pipeline import CancelToken
 
         self.key, self.token, self.reason = key, CancelToken(), ""
 
@@ -221,7 +203,7 @@ class GoalRunner:
                 self._goals.remove(record)
 
     def _run(self, record: _Goal, goal, memory, cancel_requested, feedback, on_frames) -> GoalOutcome:
-        from mirage.rollout import RolloutCancelled
+        from mirage.pipeline import RolloutCancelled
 
         empty = np.zeros((0,), np.int64)
         if record.token.cancelled or cancel_requested():
@@ -235,7 +217,7 @@ class GoalRunner:
                                     default_fps=self.fps, max_frames=self.max_frames, now_ns=int(self.now_ns()))
             # 3. pad to 1 + 4k frames (the last pose held); frames past `requested` are dropped below
             requested = int(resolved.cam_to_world.shape[0])
-            c2w = pad_trajectory(resolved.cam_to_world, TEMPORAL_STRIDE)
+            c2w = pad_trajectory(resolved.cam_to_world, self.world_model.temporal_stride)
             t0 = time.monotonic()
 
             def progress(p) -> None:
@@ -277,7 +259,7 @@ class GoalRunner:
         c2w = resolve_poses(poses, body_frame, camera_frame, self.world_frame, self.lookup)
         size = self.image_size
         fraction, depth = coverage_at_poses(self.holder.memory, K, torch.from_numpy(c2w).float(), size,
-                                            latent_size(*size))
+                                            self.world_model.latent_size)
         return [float(v) for v in fraction], [float(v) for v in depth]
 
 

@@ -26,7 +26,7 @@ def rig():
 
 @pytest.fixture(scope="module")
 def world_model():
-    from mirage.world_model import MirageWorldModel
+    from mirage.pipeline import MirageWorldModel
 
     return MirageWorldModel.from_pretrained("tiny", num_inference_steps=2)
 

@@ -17,7 +17,7 @@ import torch
 from mirage.camera import intrinsics_from_fov, look_at, make_intrinsics, matrix_to_quat
 from mirage.frames import fit_intrinsics
 from mirage.memory import LatentSpatialMemory
-from mirage.rollout import RolloutCancelled, RolloutProgress, RolloutResult
+from mirage.pipeline import RolloutCancelled, RolloutProgress, RolloutResult
 from mirage_ros.core.goals import (ABORTED, CANCELED, SUCCEEDED, GoalRunner, coverage_at_poses, pad_trajectory,
                                    padded_length)
 from mirage_ros.core.ingest import CameraModel, CameraTable
@@ -31,6 +31,8 @@ class GatedModel:
     """rollout(): frame 0 at once, then chunks of 4 frames, each after ``gate`` opens (or cancel fires)."""
 
     height, width = H, W
+    temporal_stride = 4
+    latent_size = (H // 16, W // 16)
 
     def __init__(self, fail: Exception | None = None, slow_cancel: bool = False):
         self.slow_cancel = slow_cancel  # True: a cancel is seen only once the gate opens (a long denoising step)
@@ -102,13 +104,13 @@ class Run(threading.Thread):
 
 # ------------------------------------------------------------------------------------------ padding, coverage
 def test_padding_to_one_plus_four_k_holds_the_last_pose():
-    assert [padded_length(n) for n in (1, 2, 5, 6, 9, 33, 34)] == [1, 5, 5, 9, 9, 33, 37]
+    assert [padded_length(n, 4) for n in (1, 2, 5, 6, 9, 33, 34)] == [1, 5, 5, 9, 9, 33, 37]
     with pytest.raises(ValueError):
-        padded_length(0)
+        padded_length(0, 4)
     c2w = torch.stack([look_at([i, 0, 0], [i + 1, 0, 0]) for i in range(6)])
-    padded = pad_trajectory(c2w)
+    padded = pad_trajectory(c2w, 4)
     assert padded.shape == (9, 4, 4) and torch.equal(padded[:6], c2w) and (padded[6:] == c2w[-1]).all()
-    assert pad_trajectory(c2w[:5]) is not None and pad_trajectory(c2w[:5]).shape == (5, 4, 4)
+    assert pad_trajectory(c2w[:5], 4) is not None and pad_trajectory(c2w[:5], 4).shape == (5, 4, 4)
 
 
 def test_coverage_matches_per_view_reads_and_depth():

@@ -39,7 +39,7 @@ def pair(stamp_ns=1_000_000_000, frame="cam", K=None, rgb=None, depth=None, info
 
 @pytest.fixture(scope="module")
 def world_model():
-    from mirage.world_model import MirageWorldModel
+    from mirage.pipeline import MirageWorldModel
 
     return MirageWorldModel.from_pretrained("tiny", num_inference_steps=1)
 

@@ -21,7 +21,7 @@ WAIT = 20.0
 
 @pytest.fixture(scope="module")
 def world_model():
-    from mirage.world_model import MirageWorldModel
+    from mirage.pipeline import MirageWorldModel
 
     return MirageWorldModel.from_pretrained("tiny", num_inference_steps=2)
 

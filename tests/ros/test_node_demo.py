@@ -15,7 +15,7 @@ pytestmark = pytest.mark.ros
 def test_demo_writes_every_output(tmp_path):
     import imageio.v2 as imageio
 
-    from mirage.pointcloud import read_ply
+    from mirage.memory.io import read_ply
     from mirage_ros.demo_client import add_arguments, main
 
     parser = argparse.ArgumentParser()
