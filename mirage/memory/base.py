@@ -87,7 +87,8 @@ class PointMemory:
     def stats(self) -> dict:
         return {"kind": self.KIND, "points": len(self), "bytes": self._store.nbytes,
                 "frames_inserted": self.frames_inserted, "voxel_size": self.voxel_size,
-                "max_points": self.max_points, "version": self.version}
+                "max_points": self.max_points, "version": self.version, "channels": self.channels,
+                "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device)}
 
     def _merge(self, points: torch.Tensor, values: torch.Tensor, frame: torch.Tensor, priority: torch.Tensor,
                num_frames: int, colors: torch.Tensor | None = None) -> int:

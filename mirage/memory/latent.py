@@ -82,10 +82,6 @@ class LatentSpatialMemory(PointMemory):
             raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
         return super().to(device, dtype)
 
-    def stats(self) -> dict:
-        return {**super().stats(), "channels": self.channels, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device)}
-
     # ------------------------------------------------------------------ observe / insert
     def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
                       cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None, *,

@@ -75,10 +75,6 @@ class RGBPointCloudMemory(PointMemory):
             self._dtype = dtype
         return super().to(device)
 
-    def stats(self) -> dict:
-        return {**super().stats(), "channels": self.channels, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device)}
-
     # ------------------------------------------------------------------ observe / insert
     def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
                       cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None, *,

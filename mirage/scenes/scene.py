@@ -206,20 +206,8 @@ class Scene:
 
     # ---------------------------------------------------------------------------------------- cameras
     def trajectory(self, kind: str, num_frames: int, **kw) -> torch.Tensor:
-        """Camera path (num_frames, 4, 4) c2w float32 inside the free region, collision-free.
-
-        kind:
-          "forward": walk straight (speed m/frame=0.05, yaw_deg=random, start=(x, y) or a random line through
-                     the central half of the free region, sway_deg=0 amplitude of a slow yaw sway);
-          "turn": rotate in place (turn_rate deg/frame=3, position=free-region centre, yaw_deg=random);
-          "orbit": circle the room centre (radius=0.8 * free half-size, speed=0.05, look="inward"|"outward",
-                   angle_deg=random);
-          "loop": go out along ``path`` (any of the above, default "forward") and come back the same way, so
-                  frame T-1-i has the pose of frame i; other keywords go to ``path``.
-        Common keywords: height (m, 1.5), pitch_deg (0, positive looks up), seed (0; mixed with the
-        scene's seed for the random defaults). The forward / orbit step shrinks if the path would not
-        fit in the free region.
-        """
+        """Camera path (num_frames, 4, 4) c2w float32 inside the free region, collision-free; ``kind`` and the
+        keywords are documented at :func:`mirage.scenes.trajectories.camera_path`."""
         return camera_path(self, kind, num_frames, **kw)
 
     # ---------------------------------------------------------------------------------------- internals
