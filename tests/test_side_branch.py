@@ -117,7 +117,7 @@ def test_target_only_per_frame_and_per_token_modulation_agree(backbone):
         per_frame = mt(x, t, e, memory_latents=memory, memory_mask=mask)
         mt.modulation = "per_token"
         per_token = mt(x, t, e, memory_latents=memory, memory_mask=mask)
-    assert torch.equal(per_frame, per_token)
+    torch.testing.assert_close(per_frame, per_token, atol=1e-5, rtol=1e-5)  # to the embedding's rounding
 
 
 def test_target_tokens_edge_cases(backbone):

@@ -5,8 +5,9 @@ The Wan2.2 TI2V model takes one timestep per token (clean context frames 0, gene
 and 15 latent frames: S = 13,200 tokens, D = 3,072, so ~1 GB written and read per block). Every token of a latent
 frame has the same timestep, so one (6, D) row per frame, broadcast over the frame's tokens, gives the same
 numbers with a (B, F, 6, D) tensor. :func:`frame_modulated_block` is that block forward; it does the same
-float32 operations in the same order on the same values as diffusers' per-token path, so its output is bit for
-bit the same (tests/test_transformer_modulation.py).
+float32 operations in the same order on the same values as diffusers' per-token path, so given the same
+modulation rows its output is bit for bit the same (tests/test_transformer_modulation.py); see
+:data:`MODULATION_MODES` for the embedding.
 
 Adapted from diffusers 0.42.1 (``WanTransformerBlock.forward``; ``mirage.models.transformer`` adapts
 ``WanTransformer3DModel.forward``). :func:`check_diffusers_compat` fails with a RuntimeError naming 0.42.1 when
@@ -52,12 +53,14 @@ _ADAPTED_FUNCTIONS = {
     "WanTimeTextImageEmbedding.forward": (WanTimeTextImageEmbedding.forward, "cdecadf4dac636bb"),
 }
 
-# "per_token": diffusers' path. "per_frame": the timestep embedding per token as in diffusers (so every bit of the
-# modulation is diffusers'), the (6, D) modulation per frame: bit-identical output. "per_frame_embedding": the
-# timestep embedding also once per frame (B*F rows through the embedder's GEMMs instead of B*S): BLAS blocks the
-# reductions differently for another row count, so the embedding may differ in the last bits (float32 on this
-# CPU: up to 1.2e-7 for some row counts, none for others), and then so does the output, at rounding level.
-MODULATION_MODES = ("per_frame", "per_frame_embedding", "per_token")
+# "per_token": diffusers' path, one timestep embedding and one (6, D) modulation row per token. "per_frame": both
+# once per latent frame (B*F rows through the embedder's GEMMs instead of B*S). The broadcast itself is exact
+# (frame_modulated_block is bit-identical to diffusers' block given the same rows); the embedding can differ in
+# the last bit, because BLAS does not promise identical results for identical rows of one GEMM (a remainder row
+# of a tile may round differently: seen here on a (18, 256) x (256, 24) float32 product, |diff| 1.5e-8), nor
+# for another row count. So "per_frame" equals "per_token" to float32 rounding of the embedding, and bit for
+# bit whenever the per-token embedder gives a frame's tokens identical rows (most shapes tried).
+MODULATION_MODES = ("per_frame", "per_token")
 
 
 def source_fingerprint(source: str) -> str:

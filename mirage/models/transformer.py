@@ -10,8 +10,9 @@ diffusers) and adds two things:
 Both start at zero, so a fresh MirageTransformer reproduces the backbone's output bit for bit.
 
 Per-token timesteps that are constant over each latent frame (always so in mirage: context frames 0, generated
-frames t) are modulated once per frame (:mod:`mirage.models.modulation`), bit-identical to diffusers' per-token
-path and without its (B, S, 6, D) tensors in every block; ``modulation = "per_token"`` keeps diffusers' path.
+frames t) are embedded and modulated once per frame (:mod:`mirage.models.modulation`): diffusers' per-token path
+to float32 rounding of the timestep embedding (bit for bit in most shapes), without its (B, S, 6, D) tensors in
+every block; ``modulation = "per_token"`` keeps diffusers' path.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class MirageTransformer(nn.Module):
         backbone: ``WanTransformer3DModel`` (frozen in stage 1, LoRA in stage 2).
         side_branch: ``MemorySideBranch`` or None (then memory inputs are rejected).
         camera_embedding: ``PluckerEmbedding`` or None (then rays are rejected).
-        modulation: "per_frame" (default), "per_frame_embedding" or "per_token" (:data:`MODULATION_MODES`).
+        modulation: "per_frame" (default) or "per_token" (diffusers' path), see :data:`MODULATION_MODES`.
         frame_block_forward: the per-frame block function (``frame_modulated_block``; ``accelerate_transformer``
             swaps in a compiled one).
     """
@@ -247,24 +248,20 @@ class MirageTransformer(nn.Module):
         """Condition embeddings: (temb, timestep_proj, text tokens).
 
         timestep (B,): temb (B, D), timestep_proj (B, 6, D). Per-token (B, S): per token, (B, S, D) and
-        (B, S, 6, D), or, when the timesteps are constant over each latent frame and ``self.modulation`` is not
-        "per_token", per frame, (B, F, D) and (B, F, 6, D).
+        (B, S, 6, D), or, when the timesteps are constant over each latent frame and ``self.modulation`` is
+        "per_frame", per frame, (B, F, D) and (B, F, 6, D).
         """
         mode = self.modulation
         if mode not in MODULATION_MODES:
             raise ValueError(f"modulation must be one of {MODULATION_MODES}, got {mode!r}")
-        embedder = self.backbone.condition_embedder
-        frame_ts = frame_timesteps(timestep, frames) if timestep.ndim == 2 and mode != "per_token" else None
-        if frame_ts is not None and mode == "per_frame_embedding":
-            temb, proj, encoder_hidden_states, _ = embedder(frame_ts.flatten(), encoder_hidden_states, None,
-                                                            timestep_seq_len=frames)
+        frame_ts = frame_timesteps(timestep, frames) if timestep.ndim == 2 and mode == "per_frame" else None
+        if frame_ts is not None:
+            timestep, seq_len = frame_ts.flatten(), frames
         else:
             seq_len = timestep.shape[1] if timestep.ndim == 2 else None
-            temb, proj, encoder_hidden_states, _ = embedder(timestep.flatten(), encoder_hidden_states, None,
-                                                            timestep_seq_len=seq_len)
-            if frame_ts is not None:  # "per_frame": diffusers' per-token embedding, the first token of each frame
-                temb = temb.unflatten(1, (frames, -1))[:, :, 0]
-                proj = proj.unflatten(1, (frames, -1))[:, :, 0]
+            timestep = timestep.flatten()
+        temb, proj, encoder_hidden_states, _ = self.backbone.condition_embedder(
+            timestep, encoder_hidden_states, None, timestep_seq_len=seq_len)
         return temb, proj.unflatten(-1, (6, -1)), encoder_hidden_states
 
     def _output_norm(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from mirage.camera import invert_pose
 
-__all__ = ["rasterize", "interpreted", "EMPTY_KEY", "MAX_POINTS"]
+__all__ = ["rasterize", "interpreted", "effective_block_size", "EMPTY_KEY", "MAX_POINTS"]
 
 EMPTY_KEY = torch.iinfo(torch.int64).max
 MAX_POINTS = 2**32 - 1
@@ -185,10 +185,8 @@ def rasterize(
     cameras = _camera_table(K, cam_to_world, points.dtype)
     best = torch.full((T * H * W,), EMPTY_KEY, dtype=torch.int64, device=device)
     if N and T:
-        # the packed sort key holds the cell (H*W + 1 values, the last one for "outside") above 31 depth bits
-        # and log2(block) lane bits: smaller blocks for larger grids (the result does not depend on it)
-        log2_block = min(int(math.log2(block_size)), 32 - (H * W).bit_length())
-        block = 1 << log2_block
+        block = effective_block_size(block_size, N, H, W)
+        log2_block = block.bit_length() - 1
         grid = (triton.cdiv(N, block) * T,)
         _zbuffer_kernel[grid](points.contiguous(), cameras, best, N, T, H, W, float(near), BLOCK=block,
                               LOG2_BLOCK=log2_block, num_warps=num_warps, enable_fp_fusion=False)
@@ -199,6 +197,15 @@ def rasterize(
         _resolve_kernel[(triton.cdiv(best.numel(), resolve_block),)](best, winner, depth, best.numel(),
                                                                      BLOCK=resolve_block, enable_fp_fusion=False)
     return winner.view(T, H, W), depth.view(T, H, W)
+
+
+def effective_block_size(block_size: int, num_points: int, height: int, width: int) -> int:
+    """The block the kernel runs with: ``block_size``, lowered so that the packed sort key fits 63 bits (the cell,
+    H*W + 1 values with "outside", above 31 depth bits and log2(block) lane bits) and to no more than the points
+    need (at least 16). The result never depends on it."""
+    log2 = min(int(math.log2(block_size)), 32 - (int(height) * int(width)).bit_length(),
+               max(4, (int(num_points) - 1).bit_length()))
+    return 1 << log2
 
 
 def _camera_table(K: torch.Tensor, cam_to_world: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
