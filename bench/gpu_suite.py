@@ -226,28 +226,27 @@ def readout_kernel_installed(kernel):
 def configured(model, options: dict, kernel, compile_options: dict):
     """Apply a variant's options to ``model`` for the duration of the block, then restore the baseline."""
     original = model.transformer
-    branch = original.side_branch
     accel = {k: options[k] for k in ("compile", "sdpa_backend", "fp8") if options.get(k)}
-    if accel:  # acceleration acts in place and can't be undone: on a copy of the transformer
-        model.transformer = copy.deepcopy(original)
-        accelerate_transformer(model.transformer, compile_options=compile_options, **accel)
-        branch = model.transformer.side_branch
-    model.transformer.modulation = options.get("modulation", "per_token")
-    branch.set_inference_options(target_only=options.get("target_only", False),
-                                 num_blocks=(len(branch.hint_blocks) + 1) // 2 if options.get("num_blocks") else None)
-    stack = contextlib.ExitStack()
-    if options.get("readout_kernel"):
-        if kernel is None:
-            raise RuntimeError("readout kernel unavailable")
-        stack.enter_context(readout_kernel_installed(kernel))
     try:
-        with stack:
+        if accel:  # acceleration acts in place and can't be undone: on a copy of the transformer
+            model.transformer = copy.deepcopy(original)
+            accelerate_transformer(model.transformer, compile_options=compile_options, **accel)
+        branch = model.transformer.side_branch
+        model.transformer.modulation = options.get("modulation", "per_token")
+        branch.set_inference_options(target_only=options.get("target_only", False),
+                                     num_blocks=(len(branch.hint_blocks) + 1) // 2 if options.get("num_blocks")
+                                     else None)
+        with contextlib.ExitStack() as stack:
+            if options.get("readout_kernel"):
+                if kernel is None:
+                    raise RuntimeError("readout kernel unavailable")
+                stack.enter_context(readout_kernel_installed(kernel))
             yield
     finally:
-        branch.set_inference_options()
-        model.transformer = original
+        original.side_branch.set_inference_options()
         original.modulation = "per_token"
-        if accel and model.device.type == "cuda":
+        model.transformer = original
+        if model.device.type == "cuda":
             torch.cuda.empty_cache()
 
 
@@ -316,14 +315,15 @@ def bench_rollouts(args, model, scene_data, kernel, device) -> dict:
         row.update(s_per_frame=result.seconds_per_frame, peak_mib=peak, cache_mib=cache_bytes / 2**20,
                    phases_ms_per_frame={p: 1e3 * result.timings.get(p, 0.0) / generated for p in PHASES},
                    denoise_ms_per_step=1e3 * result.timings.get("denoise", 0.0) / (chunks * steps))
-        if baseline_frames is None:
+        if name == "baseline":
             baseline_frames = result.frames
-        row["identical_to_baseline"] = bool(np.array_equal(result.frames, baseline_frames))
-        row["psnr_vs_baseline_db"] = psnr_uint8(result.frames, baseline_frames)
+        if baseline_frames is not None:
+            row["identical_to_baseline"] = bool(np.array_equal(result.frames, baseline_frames))
+            row["psnr_vs_baseline_db"] = psnr_uint8(result.frames, baseline_frames)
         rows[name] = row
         print(f"rollout {name}: {row['s_per_frame']:.4f} s/frame, denoise {row['denoise_ms_per_step']:.1f} ms/step, "
-              f"warm-up {row['warmup_s']:.1f} s, PSNR vs baseline {row['psnr_vs_baseline_db']:.1f} dB"
-              + (" (identical)" if row["identical_to_baseline"] else ""), flush=True)
+              f"warm-up {row['warmup_s']:.1f} s, PSNR vs baseline {row.get('psnr_vs_baseline_db', float('nan')):.1f} "
+              "dB" + (" (identical)" if row.get("identical_to_baseline") else ""), flush=True)
     base = rows["baseline"].get("s_per_frame")
     for row in rows.values():
         if base and "s_per_frame" in row:
@@ -420,7 +420,8 @@ def markdown(report: dict) -> str:
         if "s_per_frame" not in r:
             lines.append(f"| {name} | {r.get('error', 'not measured')} |" + " |" * (len(PHASES) + 5))
             continue
-        psnr = "identical" if r["identical_to_baseline"] else f"{r['psnr_vs_baseline_db']:.1f}"
+        psnr = ("identical" if r.get("identical_to_baseline") else
+                f"{r['psnr_vs_baseline_db']:.1f}" if "psnr_vs_baseline_db" in r else "-")
         lines.append(f"| {name} | {r['s_per_frame']:.4f} | {r.get('speedup_vs_baseline', float('nan')):.2f} | "
                      + " | ".join(f"{r['phases_ms_per_frame'][p]:.1f}" for p in PHASES)
                      + f" | {r['denoise_ms_per_step']:.1f} | {'-' if math.isnan(r['peak_mib']) else round(r['peak_mib'])} | "
@@ -440,6 +441,9 @@ def markdown(report: dict) -> str:
         kernel = (f"{r['kernel_ms']:.3f} ({r['kernel_block']}) | {r['speedup']:.1f} | {r['identical']}"
                   if "kernel_ms" in r else f"{r['kernel']} | - | -")
         lines.append(f"| {r['points']:,} | {r['views']} | {r['torch_ms']:.3f} | {kernel} |")
+    if report["tiny"]:
+        lines.append("\n(--tiny on CPU: the kernel runs under Triton's interpreter, so its times measure Python, "
+                     "not the kernel; only the exactness column means something.)")
     v = report["vae"]
     lines += ["", f"VAE per frame: encode {v['encode_ms_per_frame']:.1f} ms (in a {v['clip_frames']}-frame clip; "
               f"one frame alone {v['encode_one_ms']:.1f} ms), decode {v['decode_ms_per_frame']:.1f} ms.",
