@@ -1,7 +1,7 @@
 """One GPU suite: the 5B rollout with every speed option on and off, the readout kernel, the VAE, the RGB baseline.
 
     python bench/gpu_suite.py                      # one H100/H200: Wan2.2-TI2V-5B shapes, random weights, 704x1280
-    python bench/gpu_suite.py --tiny               # the same code on CPU, tiny shapes (what tests/test_gpu_suite.py runs)
+    python bench/gpu_suite.py --tiny               # the same code on CPU, tiny shapes (tests/test_gpu_suite.py)
     python bench/gpu_suite.py --variants baseline "readout kernel" --chunks 2
 
 Writes ``<out-dir>/gpu_suite.json`` and ``<out-dir>/gpu_suite.md`` (default ``outputs/gpu_suite``) and prints the
@@ -307,7 +307,7 @@ def bench_rollouts(args, model, scene_data, kernel, device) -> dict:
                 runs = [run_rollout(model, scene_data, options, steps, args.seed) for _ in range(args.repeats)]
             row["graph_breaks"] = sum(torch._dynamo.utils.counters["graph_break"].values()) - breaks
             result, peak, cache_bytes = sorted(runs, key=lambda r: r[0].seconds_per_frame)[len(runs) // 2]
-        except Exception as exc:  # recorded, the suite goes on
+        except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
             row["error"] = f"{type(exc).__name__}: {exc}"[:400]
             rows[name] = row
             print(f"rollout {name}: FAILED {row['error']}", flush=True)
@@ -424,8 +424,8 @@ def markdown(report: dict) -> str:
                 f"{r['psnr_vs_baseline_db']:.1f}" if "psnr_vs_baseline_db" in r else "-")
         lines.append(f"| {name} | {r['s_per_frame']:.4f} | {r.get('speedup_vs_baseline', float('nan')):.2f} | "
                      + " | ".join(f"{r['phases_ms_per_frame'][p]:.1f}" for p in PHASES)
-                     + f" | {r['denoise_ms_per_step']:.1f} | {'-' if math.isnan(r['peak_mib']) else round(r['peak_mib'])} | "
-                     f"{r['warmup_s']:.1f} | {psnr} |")
+                     + f" | {r['denoise_ms_per_step']:.1f} | "
+                     f"{'-' if math.isnan(r['peak_mib']) else round(r['peak_mib'])} | {r['warmup_s']:.1f} | {psnr} |")
     rollouts = report["rollouts"]
     latent, rgb = rollouts.get("baseline", {}), rollouts.get("RGB cache (baseline options)", {})
     if "s_per_frame" in latent and "s_per_frame" in rgb:
@@ -436,7 +436,8 @@ def markdown(report: dict) -> str:
                   f"cache {rgb['cache_mib']:.2f} vs {latent['cache_mib']:.2f} MiB"]
         fastest = min((r for r in rollouts.values() if "s_per_frame" in r), key=lambda r: r["s_per_frame"])
         lines.append(f"- fastest variant vs RGB cache: {rgb['s_per_frame'] / fastest['s_per_frame']:.2f}x per frame")
-    lines += ["", "| readout points | views | torch ms | kernel ms (block) | x torch | identical |", "|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| readout points | views | torch ms | kernel ms (block) | x torch | identical |",
+              "|---:|---:|---:|---:|---:|---|"]
     for r in report["readout"]:
         kernel = (f"{r['kernel_ms']:.3f} ({r['kernel_block']}) | {r['speedup']:.1f} | {r['identical']}"
                   if "kernel_ms" in r else f"{r['kernel']} | - | -")

@@ -98,9 +98,10 @@ def _set_sdpa_backend(transformer, name: str) -> None:
 def _check_fp8_device(device: torch.device) -> None:
     if device.type != "cuda":
         raise ValueError(f"fp8 GEMMs (torch._scaled_mm, e4m3) need the model on a CUDA device, it is on {device}")
-    if torch.cuda.get_device_capability(device) < (8, 9):
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
         raise ValueError(f"fp8 GEMMs need FP8 tensor cores (sm_89+: Ada, Hopper, Blackwell); "
-                         f"{torch.cuda.get_device_name(device)} is sm_{''.join(map(str, torch.cuda.get_device_capability(device)))}")
+                         f"{torch.cuda.get_device_name(device)} is sm_{major}{minor}")
 
 
 def _to_fp8(block: nn.Module) -> int:

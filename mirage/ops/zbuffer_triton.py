@@ -95,9 +95,10 @@ def _zbuffer_kernel(points_ptr, cameras_ptr, best_ptr, num_points, num_views, he
     y = tl.load(points_ptr + index * 3 + 1, mask=valid, other=0.0)
     z = tl.load(points_ptr + index * 3 + 2, mask=valid, other=0.0)
     camera = cameras_ptr + view * 16
-    cam_x = tl.fma(z, tl.load(camera + 2), tl.fma(y, tl.load(camera + 1), x * tl.load(camera + 0))) + tl.load(camera + 9)
-    cam_y = tl.fma(z, tl.load(camera + 5), tl.fma(y, tl.load(camera + 4), x * tl.load(camera + 3))) + tl.load(camera + 10)
-    cam_z = tl.fma(z, tl.load(camera + 8), tl.fma(y, tl.load(camera + 7), x * tl.load(camera + 6))) + tl.load(camera + 11)
+    r = camera  # R row-major at 0..8, t at 9..11
+    cam_x = tl.fma(z, tl.load(r + 2), tl.fma(y, tl.load(r + 1), x * tl.load(r + 0))) + tl.load(camera + 9)
+    cam_y = tl.fma(z, tl.load(r + 5), tl.fma(y, tl.load(r + 4), x * tl.load(r + 3))) + tl.load(camera + 10)
+    cam_z = tl.fma(z, tl.load(r + 8), tl.fma(y, tl.load(r + 7), x * tl.load(r + 6))) + tl.load(camera + 11)
     safe_z = tl.where(tl.abs(cam_z) > 1e-12, cam_z, 1e-12)
     u = tl.math.div_rn(tl.load(camera + 12) * cam_x, safe_z) + tl.load(camera + 14)
     v = tl.math.div_rn(tl.load(camera + 13) * cam_y, safe_z) + tl.load(camera + 15)
