@@ -40,7 +40,9 @@ def accelerate_transformer(transformer, compile: str | None = None, sdpa_backend
     sdpa_backend: None (leave as is), "flash", "efficient", "math" or "cudnn".
     fp8: e4m3 GEMMs for the blocks' linear layers whose sizes are multiples of 16 (LoRA-wrapped layers stay as they
         are: merge LoRA first). Needs the model on a CUDA device with FP8 tensor cores, else ValueError.
-    The applied options are recorded in ``transformer.acceleration``.
+    The applied options are recorded in ``transformer.acceleration``. For inference: save adapters before
+    accelerating (FP8 layers hold e4m3 buffers instead of ``weight``), and the embedders, patch embedding and output
+    projection outside the blocks stay in their dtype.
     """
     if compile not in (None, "regional"):
         raise ValueError(f"compile must be None or 'regional', got {compile!r}")
