@@ -203,9 +203,13 @@ def test_zero_init_equals_backbone(backbone, mirage_transformer, per_token):
     else:
         t = torch.tensor([700.0, 300.0])
     reference = backbone.transformer(x, t, e).sample
+    mirage_transformer.modulation = "per_token"  # diffusers' own path: bit for bit
     assert torch.equal(mirage_transformer(x, t, e), reference)
     full = mirage_transformer(x, t, e, memory_latents=memory, memory_mask=mask, rays=rays)
     assert torch.equal(full, reference)
+    mirage_transformer.modulation = "per_frame"  # the default: to the rounding of the timestep embedding
+    full = mirage_transformer(x, t, e, memory_latents=memory, memory_mask=mask, rays=rays)
+    torch.testing.assert_close(full, reference, atol=1e-5, rtol=1e-5)
 
 
 def test_per_token_timesteps_match_scalar_timestep(backbone, mirage_transformer):

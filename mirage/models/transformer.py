@@ -8,10 +8,16 @@ diffusers) and adds two things:
 * the side branch's per-layer skips, added after the matching backbone blocks.
 
 Both start at zero, so a fresh MirageTransformer reproduces the backbone's output bit for bit.
+
+Per-token timesteps that are constant over each latent frame (always so in mirage: context frames 0, generated
+frames t) are embedded and modulated once per frame (:mod:`mirage.models.modulation`): diffusers' per-token path
+to float32 rounding of the timestep embedding (bit for bit in most shapes), without its (B, S, 6, D) tensors in
+every block; ``modulation = "per_token"`` keeps diffusers' path.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -19,10 +25,11 @@ import torch.nn as nn
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
 from mirage.models.camera_embedding import RAY_CHANNELS, PluckerEmbedding
+from mirage.models.modulation import MODULATION_MODES, check_diffusers_compat, frame_modulated_block, frame_timesteps
 from mirage.models.placement import execution_device
 from mirage.models.side_branch import MemorySideBranch
 
-__all__ = ["MirageTransformer", "per_token_timesteps"]
+__all__ = ["MirageTransformer", "per_token_timesteps", "target_tokens"]
 
 
 def per_token_timesteps(frame_timesteps: torch.Tensor, latent_size: Sequence[int],
@@ -42,6 +49,19 @@ def per_token_timesteps(frame_timesteps: torch.Tensor, latent_size: Sequence[int
     return ts[:, :, None].expand(ts.shape[0], ts.shape[1], (h // p_h) * (w // p_w)).reshape(ts.shape[0], -1)
 
 
+def target_tokens(timestep: torch.Tensor, seq_len: int) -> torch.Tensor | None:
+    """Indices (S_t,) of the tokens being denoised (timestep > 0 in any sample), None when that is every token.
+
+    timestep: (B,) or per-token (B, seq_len). Context tokens (timestep 0 in every sample) are left out; an empty
+    result means nothing is denoised. Reads the mask on the host (one synchronisation on a GPU).
+    """
+    noisy = timestep > 0
+    noisy = noisy.any(0) if timestep.ndim == 2 else noisy.any().expand(seq_len)
+    if bool(noisy.all()):
+        return None
+    return noisy.nonzero().squeeze(1)
+
+
 class MirageTransformer(nn.Module):
     """Backbone transformer + :class:`MemorySideBranch` + :class:`PluckerEmbedding`.
 
@@ -49,11 +69,15 @@ class MirageTransformer(nn.Module):
         backbone: ``WanTransformer3DModel`` (frozen in stage 1, LoRA in stage 2).
         side_branch: ``MemorySideBranch`` or None (then memory inputs are rejected).
         camera_embedding: ``PluckerEmbedding`` or None (then rays are rejected).
+        modulation: "per_frame" (default) or "per_token" (diffusers' path), see :data:`MODULATION_MODES`.
+        frame_block_forward: the per-frame block function (``frame_modulated_block``; ``accelerate_transformer``
+            swaps in a compiled one).
     """
 
     def __init__(self, backbone: WanTransformer3DModel, side_branch: MemorySideBranch | None = None,
                  camera_embedding: PluckerEmbedding | None = None):
         super().__init__()
+        check_diffusers_compat()
         if side_branch is not None:
             side_branch.check_compatible(backbone)
         if camera_embedding is not None and camera_embedding.config.inner_dim != self._inner_dim(backbone):
@@ -63,6 +87,8 @@ class MirageTransformer(nn.Module):
         self.side_branch = side_branch
         self.camera_embedding = camera_embedding
         self.gradient_checkpointing = False
+        self.modulation = "per_frame"
+        self.frame_block_forward = frame_modulated_block
 
     @classmethod
     def from_backbone(cls, backbone: WanTransformer3DModel, injection_layers: Sequence[int] | None = None,
@@ -134,6 +160,9 @@ class MirageTransformer(nn.Module):
                 if m is not None}
 
     # ------------------------------------------------------------------ forward
+    # Adapted from diffusers 0.42.1 WanTransformer3DModel.forward (check_diffusers_compat, run at construction,
+    # fails when the installed diffusers changed it), plus the camera embedding, the side branch and modulation
+    # per latent frame.
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -154,6 +183,9 @@ class MirageTransformer(nn.Module):
         rays: (B, 6, F, h, w) Plücker rays per latent cell (see ``latent_rays``).
         memory_scale: multiplier of the side branch's contributions (0 disables the memory).
         Returns (B, 48, F, h, w) in the backbone's dtype.
+
+        Per-token timesteps that are constant over each latent frame (context frames 0, generated frames t) are
+        modulated once per frame (``self.modulation``, see :data:`MODULATION_MODES`); others per token.
         """
         bb = self.backbone
         offload_hook = getattr(bb, "_hf_hook", None)
@@ -166,49 +198,86 @@ class MirageTransformer(nn.Module):
         pf, ph, pw = frames // p_t, height // p_h, width // p_w
         hidden_states = hidden_states.to(self.dtype)
 
+        # 1. Patch embedding (+ camera rays) and RoPE
         rotary_emb = bb.rope(hidden_states)
         x = bb.patch_embedding(hidden_states)
         if rays is not None and self.camera_embedding is not None:
             x = x + self.camera_embedding(rays).to(x.dtype)
         x = x.flatten(2).transpose(1, 2).contiguous()  # (B, S, D)
 
-        ts_seq_len = None
-        if timestep.ndim == 2:
-            ts_seq_len = timestep.shape[1]
-            timestep = timestep.flatten()
-        temb, timestep_proj, encoder_hidden_states, _ = bb.condition_embedder(
-            timestep, encoder_hidden_states, None, timestep_seq_len=ts_seq_len)
-        timestep_proj = timestep_proj.unflatten(2 if ts_seq_len is not None else 1, (6, -1))
+        # 2. Timestep and text embeddings: temb (B, D) / (B, S, D) / (B, F, D), timestep_proj with a 6 before D
+        temb, timestep_proj, encoder_hidden_states = self._embed(timestep, encoder_hidden_states, pf)
 
+        # 3. Side branch: one skip per injection layer, over all tokens or only the target ones
         skips: dict[int, torch.Tensor] = {}
+        token_index = None
         if memory_latents is not None and memory_scale != 0:
-            hint = [memory_latents, memory_mask.to(memory_latents.dtype)]
-            if self.side_branch.config.concat_rays:
-                hint.append(rays.to(memory_latents.dtype))
-            outputs = self.side_branch(torch.cat(hint, dim=1), x, encoder_hidden_states, timestep_proj, rotary_emb)
-            skips = dict(zip(self.side_branch.injection_layers, outputs))
+            branch = self.side_branch
+            if branch.target_only:
+                token_index = target_tokens(timestep, x.shape[1])
+            if token_index is None or token_index.numel() > 0:
+                hint = [memory_latents, memory_mask.to(memory_latents.dtype)]
+                if branch.config.concat_rays:
+                    hint.append(rays.to(memory_latents.dtype))
+                outputs = branch(torch.cat(hint, dim=1), x, encoder_hidden_states, timestep_proj, rotary_emb,
+                                 token_index=token_index)
+                skips = dict(zip(branch.injection_layers, outputs))
 
+        # 4. Transformer blocks
+        per_frame = timestep_proj.ndim == 4 and timestep_proj.shape[1] != x.shape[1]
         checkpointing = torch.is_grad_enabled() and (self.gradient_checkpointing or bb.gradient_checkpointing)
         for i, block in enumerate(bb.blocks):
+            run = functools.partial(self.frame_block_forward, block) if per_frame else block
             if checkpointing:
-                x = torch.utils.checkpoint.checkpoint(block, x, encoder_hidden_states, timestep_proj, rotary_emb,
+                x = torch.utils.checkpoint.checkpoint(run, x, encoder_hidden_states, timestep_proj, rotary_emb,
                                                       use_reentrant=False)
             else:
-                x = block(x, encoder_hidden_states, timestep_proj, rotary_emb)
+                x = run(x, encoder_hidden_states, timestep_proj, rotary_emb)
             if i in skips:
                 skip = skips[i].to(x.device)
-                x = x + (skip if memory_scale == 1 else skip * memory_scale)
+                skip = skip if memory_scale == 1 else skip * memory_scale
+                x = x + skip if token_index is None else x.index_add(1, token_index.to(x.device), skip)
 
-        if temb.ndim == 3:  # per-token: (B, S, D)
-            shift, scale = (bb.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
-            shift, scale = shift.squeeze(2), scale.squeeze(2)
-        else:
-            shift, scale = (bb.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
-        shift, scale = shift.to(x.device), scale.to(x.device)
-        x = (bb.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        # 5. Output norm, projection and unpatchify
+        x = self._output_norm(x, temb)
         x = bb.proj_out(x)
         x = x.reshape(batch, pf, ph, pw, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    def _embed(self, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, frames: int):
+        """Condition embeddings: (temb, timestep_proj, text tokens).
+
+        timestep (B,): temb (B, D), timestep_proj (B, 6, D). Per-token (B, S): per token, (B, S, D) and
+        (B, S, 6, D), or, when the timesteps are constant over each latent frame and ``self.modulation`` is
+        "per_frame", per frame, (B, F, D) and (B, F, 6, D).
+        """
+        mode = self.modulation
+        if mode not in MODULATION_MODES:
+            raise ValueError(f"modulation must be one of {MODULATION_MODES}, got {mode!r}")
+        frame_ts = frame_timesteps(timestep, frames) if timestep.ndim == 2 and mode == "per_frame" else None
+        if frame_ts is not None:
+            timestep, seq_len = frame_ts.flatten(), frames
+        else:
+            seq_len = timestep.shape[1] if timestep.ndim == 2 else None
+            timestep = timestep.flatten()
+        temb, proj, encoder_hidden_states, _ = self.backbone.condition_embedder(
+            timestep, encoder_hidden_states, None, timestep_seq_len=seq_len)
+        return temb, proj.unflatten(-1, (6, -1)), encoder_hidden_states
+
+    def _output_norm(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """diffusers' output norm and shift/scale, x (B, S, D); temb (B, D), (B, S, D) or per frame (B, F, D)."""
+        bb = self.backbone
+        table = bb.scale_shift_table.to(temb.device)
+        if temb.ndim == 3:  # per token or per frame: (B, S or F, 1, D) each
+            shift, scale = (table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+        else:
+            shift, scale = (table + temb.unsqueeze(1)).chunk(2, dim=1)
+        shift, scale = shift.to(x.device), scale.to(x.device)
+        normed = bb.norm_out(x.float())
+        if temb.ndim == 3:
+            batch, seq, dim = x.shape
+            normed = normed.reshape(batch, temb.shape[1], seq // temb.shape[1], dim)
+        return (normed * (1 + scale) + shift).reshape(x.shape).type_as(x)
 
     def _check_inputs(self, hidden_states, timestep, encoder_hidden_states, memory_latents, memory_mask, rays):
         cfg = self.backbone.config
