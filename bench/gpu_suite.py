@@ -50,13 +50,8 @@ from mirage.camera import intrinsics_from_fov, look_at
 from mirage.depth import GivenDepth
 from mirage.media import psnr_uint8
 from mirage.models.acceleration import accelerate_transformer
-from mirage.rollout import PHASES
-from mirage.world_model import MirageWorldModel
-
-try:  # the torch reference z-buffer: mirage.ops.zbuffer after the ops move, mirage.zbuffer before it
-    from mirage.ops.zbuffer import rasterize as torch_rasterize
-except ImportError:
-    from mirage.zbuffer import rasterize as torch_rasterize
+from mirage.ops.zbuffer import rasterize as torch_rasterize
+from mirage.pipeline import PHASES, MirageWorldModel
 
 # Variants: name -> options. "best_sdpa" / "fp8" in the combined ones resolve to what worked in this run.
 EXACT = dict(modulation="per_frame", readout_kernel=True)
@@ -77,8 +72,6 @@ VARIANTS = {  # in priority order: --budget-s skips from the end
                                                              fp8=True, target_only=True, num_blocks="half"),
     "SDPA efficient": dict(sdpa_backend="efficient"),
 }
-MEMORY_MODULES = ("mirage.memory", "mirage.memory.latent", "mirage.memory.readout")  # where the latent readout
-                                                                                      # looks up `rasterize`
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -206,20 +199,16 @@ def bench_vae(model, device, clip_frames: int) -> dict:
 # ------------------------------------------------------------------------------------------ 3. rollouts
 @contextlib.contextmanager
 def readout_kernel_installed(kernel):
-    """Swap the latent memory's ``rasterize`` for the kernel's (the RGB baseline keeps the torch one)."""
-    swapped = []
-    for name in MEMORY_MODULES:
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "rasterize", None) is torch_rasterize:
-            swapped.append(module)
-            module.rasterize = kernel.rasterize
-    if not swapped:
-        raise RuntimeError(f"no latent memory module using rasterize found among {MEMORY_MODULES}")
+    """Route every memory read through the Triton kernel (``MIRAGE_ZBUFFER=triton``, see :mod:`mirage.ops`)."""
+    previous = os.environ.get("MIRAGE_ZBUFFER")
+    os.environ["MIRAGE_ZBUFFER"] = "triton"
     try:
         yield
     finally:
-        for module in swapped:
-            module.rasterize = torch_rasterize
+        if previous is None:
+            os.environ["MIRAGE_ZBUFFER"] = "torch"
+        else:
+            os.environ["MIRAGE_ZBUFFER"] = previous
 
 
 @contextlib.contextmanager
@@ -253,13 +242,9 @@ def configured(model, options: dict, kernel, compile_options: dict):
 def new_memory(model, kind: str):
     if kind != "rgb":
         return model.new_memory(voxel_size=None)
-    try:  # after the memory package move: one RGB baseline class holding its encoder
-        from mirage.memory import RGBPointCloudMemory
-        return RGBPointCloudMemory(model.encode_images, model.backbone.latent_channels, device=model.device)
-    except ImportError:
-        from mirage.rgb_cache import RGBPointCache
-        from mirage.rgb_memory import RGBCacheMemory
-        return RGBCacheMemory(RGBPointCache(device=model.device), model.encode_images, model.backbone.latent_channels)
+    from mirage.memory import RGBPointCloudMemory
+
+    return RGBPointCloudMemory(model.encode_images, model.latent_channels, device=model.device)
 
 
 def run_rollout(model, scene_data, options, steps, seed):
@@ -355,8 +340,9 @@ def build(args, device):
     from mirage.scenes import Scene
 
     H, W = model.image_size
-    new_per_chunk = 4 * (model.config.chunk_latent_frames - model.config.context_latent_frames)
-    T = 1 + 4 * (model.config.chunk_latent_frames - 1) + (args.chunks - 1) * new_per_chunk
+    stride = model.temporal_stride
+    new_per_chunk = stride * (model.chunk_latent_frames - model.config.context_latent_frames)
+    T = 1 + stride * (model.chunk_latent_frames - 1) + (args.chunks - 1) * new_per_chunk
     scene = Scene.random(args.seed, num_objects=6)
     K = scene.default_intrinsics(H, W)
     c2w = scene.trajectory("forward", T)
@@ -387,6 +373,7 @@ def main(argv=None) -> int:
                                                                               if k != "start"})
     print(f"gpu_suite on {where}, torch {torch.__version__}", flush=True)
 
+    os.environ.setdefault("MIRAGE_ZBUFFER", "torch")  # the baseline reads through the torch z-buffer
     kernel, args.kernel_reason = load_readout_kernel(device)
     report["readout"] = bench_readout(args, device, kernel)
     model, scene_data = build(args, device)

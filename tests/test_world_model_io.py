@@ -265,3 +265,18 @@ def test_old_import_paths_still_work_and_warn(old, names, monkeypatch):
     assert module.__dict__.get("MirageWorldModel", pipeline.MirageWorldModel) is pipeline.MirageWorldModel
     if old == "mirage.rollout":  # the old signature: Wan2.2's stride when none is given
         assert module.plan_chunks(17, 3) == pipeline.plan_chunks(17, 3, temporal_stride=4)
+
+
+def test_inference_options_reach_the_transformer():
+    from mirage.pipeline import MirageWorldModel
+
+    model = MirageWorldModel.from_pretrained("tiny", modulation="per_token", side_branch_target_only=True,
+                                             side_branch_blocks=1)
+    assert model.transformer.modulation == "per_token"
+    assert model.transformer.side_branch.target_only and len(model.transformer.side_branch.active_injection_layers) == 1
+    with pytest.raises(ValueError, match="modulation"):
+        MirageWorldModel.from_pretrained("tiny", modulation="per_pixel")
+    with pytest.raises(ValueError, match="num_blocks"):
+        MirageWorldModel.from_pretrained("tiny", side_branch_blocks=99)
+    with pytest.raises(ValueError, match="fp8"):
+        MirageWorldModel.from_pretrained("tiny", fp8=True)  # CPU: no FP8 tensor cores

@@ -19,7 +19,7 @@ from mirage.memory.base import PointMemory
 from mirage.memory.lifting import check_frames, check_rgb, lift_frames, pool_colors
 from mirage.memory.protocol import Encoder, Readout
 from mirage.memory.readout import check_views, read_points
-from mirage.ops.zbuffer import rasterize
+from mirage.ops import rasterize
 
 __all__ = ["LatentSpatialMemory"]
 

@@ -12,7 +12,7 @@ import torch
 from mirage.camera import batch_intrinsics, validate_pose
 from mirage.memory.lifting import check_grid_sizes
 from mirage.memory.protocol import Readout
-from mirage.ops.zbuffer import rasterize
+from mirage.ops import rasterize
 
 __all__ = ["read_points", "check_views"]
 
@@ -47,6 +47,9 @@ def read_points(
     T = intrinsics.shape[0]
     winner, depth = rasterize(points, intrinsics, cam_to_world, h, w, near)  # (T, h, w)
     mask = winner >= 0
-    features = torch.zeros(T, h, w, values.shape[1], dtype=values.dtype, device=values.device)
-    features[mask] = values[winner[mask]]
+    if values.shape[0] == 0:
+        features = torch.zeros(T, h, w, values.shape[1], dtype=values.dtype, device=values.device)
+    else:  # a gather and a select: no boolean indexing, so no host sync on the GPU
+        gathered = values[winner.clamp(min=0)]
+        features = torch.where(mask[..., None], gathered, torch.zeros((), dtype=values.dtype, device=values.device))
     return Readout(features.permute(0, 3, 1, 2).contiguous(), mask, depth)

@@ -15,7 +15,7 @@ from mirage.memory.lifting import check_frames, check_grid_sizes, check_rgb, lif
 from mirage.memory.protocol import Encoder, Readout
 from mirage.memory.readout import check_views, read_points
 from mirage.memory.store import PointStore
-from mirage.ops.zbuffer import rasterize
+from mirage.ops import rasterize
 
 __all__ = ["RGBPointCloudMemory"]
 

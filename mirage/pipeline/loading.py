@@ -31,6 +31,36 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED = {"mirage-tiny": ASSETS / "mirage-tiny"}
 
 
+# Inference-time speed options of from_pretrained (issue 14); none is saved with the model. Defaults are exact.
+INFERENCE_OPTIONS = ("modulation", "side_branch_target_only", "side_branch_blocks", "compile", "sdpa_backend", "fp8")
+
+
+def apply_inference_options(transformer, modulation: str = "per_frame", side_branch_target_only: bool = False,
+                            side_branch_blocks: int | None = None, compile: str | None = None,
+                            sdpa_backend: str | None = None, fp8: bool = False) -> None:
+    """Speed options on a built transformer, each measured by ``bench/gpu_suite.py`` (speed and difference):
+
+    modulation: "per_frame" (default; timestep modulation once per latent frame, equal to diffusers' per-token
+        path up to float rounding) or "per_token" (diffusers' own path). side_branch_target_only /
+        side_branch_blocks: the side branch over the tokens being denoised only / its first n hint blocks (these
+        change the output). compile ("regional"), sdpa_backend, fp8: :func:`mirage.models.acceleration.accelerate_transformer`.
+    """
+    from mirage.models.modulation import MODULATION_MODES
+
+    if modulation not in MODULATION_MODES:
+        raise ValueError(f"modulation must be one of {MODULATION_MODES}, got {modulation!r}")
+    transformer.modulation = modulation
+    branch = getattr(transformer, "side_branch", None)
+    if branch is not None:
+        branch.set_inference_options(target_only=side_branch_target_only, num_blocks=side_branch_blocks)
+    elif side_branch_target_only or side_branch_blocks is not None:
+        raise ValueError("side-branch options given, but this model has no side branch")
+    if compile or sdpa_backend or fp8:
+        from mirage.models.acceleration import accelerate_transformer
+
+        accelerate_transformer(transformer, compile=compile, sdpa_backend=sdpa_backend, fp8=fp8)
+
+
 def load_world_model(cls, name_or_path: str | os.PathLike = "tiny", device="cpu", torch_dtype=torch.float32,
                      **overrides):
     """The body of :meth:`MirageWorldModel.from_pretrained` (see there for the names and overrides):
@@ -44,11 +74,13 @@ def load_world_model(cls, name_or_path: str | os.PathLike = "tiny", device="cpu"
     depth_provider = overrides.pop("depth_provider", None)
     segmenter = overrides.pop("segmenter", None)
     backbone_kwargs = overrides.pop("backbone_kwargs", {}) or {}
+    speed = {k: overrides.pop(k) for k in INFERENCE_OPTIONS if k in overrides}
     config, _, saved_adapters = resolve_pretrained(name_or_path, overrides)
     backbone = load_backbone(config.backbone, torch_dtype=torch_dtype, device=device, seed=config.backbone_seed,
                              **backbone_kwargs)
     transformer = build_transformer(backbone.transformer, config, adapters_path or saved_adapters)
     load_parts(transformer, part_paths)
+    apply_inference_options(transformer, **speed)
     if isinstance(depth_provider, str):
         depth_provider = depth_provider_from_name(depth_provider, device)
     return cls(config, backbone, transformer, depth_provider=depth_provider, segmenter=segmenter)

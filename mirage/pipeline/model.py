@@ -119,7 +119,9 @@ class MirageWorldModel:
             ``side_branch_path`` / ``camera_embedding_path`` / ``lora_path`` (one part's directory each,
             applied after ``adapters_path``), ``reference_checkpoint_path`` (the paper's reference weights),
             ``depth_provider`` (an object, "readout", or a Depth Anything directory / hub id), ``segmenter``,
-            ``backbone_kwargs`` (passed to :func:`mirage.models.load_backbone`).
+            ``backbone_kwargs`` (passed to :func:`mirage.models.load_backbone`), and the inference speed options
+            ``modulation``, ``side_branch_target_only``, ``side_branch_blocks``, ``compile``, ``sdpa_backend``,
+            ``fp8`` (:func:`mirage.pipeline.loading.apply_inference_options`).
         """
         return load_world_model(cls, name_or_path, device=device, torch_dtype=torch_dtype, **overrides)
 
