@@ -38,6 +38,7 @@ from mirage_ros.conversions.time import fill_header
 
 __all__ = ["COMPRESSED_TRANSPORT", "COMPRESSED_DEPTH_TRANSPORT", "CONFIG_HEADER", "INV_DEPTH", "CorruptPayload",
            "is_compressed", "compressed_encoding", "transport_topic", "encode_compressed", "encode_compressed_depth",
+           "compressed_message",
            "rgb_to_compressed", "depth_to_compressed_depth", "check_colour_format", "check_depth_format",
            "compressed_to_rgb", "compressed_to_depth", "inverse_depth_params"]
 
@@ -106,7 +107,8 @@ def _decode(data: np.ndarray, what: str) -> np.ndarray:
 
 # ================================================================================ colour (`compressed` plugin)
 def encode_compressed(array: np.ndarray, encoding: str = "rgb8", fmt: str = "jpeg", *,
-                      jpeg_quality: int = DEFAULT_JPEG_QUALITY, png_level: int = DEFAULT_PNG_LEVEL) -> tuple[str, bytes]:
+                      jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                      png_level: int = DEFAULT_PNG_LEVEL) -> tuple[str, bytes]:
     """(H, W[, C]) uint8 image in ``encoding`` -> (format string, bytes) as the ``compressed`` plugin publishes them.
 
     Colour is converted to BGR (alpha dropped) before compression and named ``bgr8``; mono8 stays grey.
@@ -139,18 +141,24 @@ def encode_compressed(array: np.ndarray, encoding: str = "rgb8", fmt: str = "jpe
     return name, buf.tobytes()
 
 
+def compressed_message(fmt: str, data: bytes, *, stamp: Any = None, frame_id: str = "",
+                       msg_type: type | None = None) -> Any:
+    """A sensor_msgs/CompressedImage (or ``msg_type``) with ``format`` = ``fmt`` and ``data``."""
+    if msg_type is None:
+        from sensor_msgs.msg import CompressedImage as msg_type
+    msg = msg_type()
+    fill_header(msg, stamp, frame_id)
+    msg.format = fmt
+    msg.data = message_bytes(msg, data)
+    return msg
+
+
 def rgb_to_compressed(array: np.ndarray, encoding: str = "rgb8", fmt: str = "jpeg", *, stamp: Any = None,
                       frame_id: str = "", msg_type: type | None = None, **options) -> Any:
     """An image -> sensor_msgs/CompressedImage (see :func:`encode_compressed`; ``options``: jpeg_quality,
     png_level). ``msg_type`` defaults to sensor_msgs.msg.CompressedImage."""
     name, data = encode_compressed(array, encoding, fmt, **options)
-    if msg_type is None:
-        from sensor_msgs.msg import CompressedImage as msg_type
-    msg = msg_type()
-    fill_header(msg, stamp, frame_id)
-    msg.format = name
-    msg.data = message_bytes(msg, data)
-    return msg
+    return compressed_message(name, data, stamp=stamp, frame_id=frame_id, msg_type=msg_type)
 
 
 def check_colour_format(fmt: str) -> str:
@@ -251,13 +259,7 @@ def depth_to_compressed_depth(depth: np.ndarray, encoding: str = "16UC1", *, sta
     """(H, W) depth in metres -> sensor_msgs/CompressedImage on ``<depth>/compressedDepth`` (16UC1 mm or 32FC1
     inverse depth; ``options``: depth_max, depth_quantization, png_level)."""
     name, data = encode_compressed_depth(_depth_array(depth, encoding), encoding, **options)
-    if msg_type is None:
-        from sensor_msgs.msg import CompressedImage as msg_type
-    msg = msg_type()
-    fill_header(msg, stamp, frame_id)
-    msg.format = name
-    msg.data = message_bytes(msg, data)
-    return msg
+    return compressed_message(name, data, stamp=stamp, frame_id=frame_id, msg_type=msg_type)
 
 
 def check_depth_format(fmt: str) -> tuple[str, str]:

@@ -55,6 +55,7 @@ class IngestStats:
     last_insert_latency: float = 0.0       # seconds from arrival to the end of the insert
     latencies: list[float] = field(default_factory=list)  # recent latencies (bounded)
     last_error: str = ""
+    last_tf_error: str = ""     # why the last frame found no pose
 
     def record_latency(self, seconds: float, keep: int = 10000) -> None:
         self.last_insert_latency = float(seconds)
@@ -203,8 +204,9 @@ class FrameIngestor:
             c2w = np.asarray(self.lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - the buffer's error type is not ours to know
             self.stats.frames_dropped_tf += 1
-            raise TransformUnavailable(
-                f"no transform {self.world_frame} <- {frame_id} at t={stamp / NS_PER_SECOND:.3f} s: {exc}") from None
+            self.stats.last_tf_error = (f"no transform {self.world_frame} <- {frame_id} at "
+                                        f"t={stamp / NS_PER_SECOND:.3f} s: {exc}")
+            raise TransformUnavailable(self.stats.last_tf_error) from None
         self.cameras.record(CameraModel(frame_id, K, size, stamp))
         # 3. keyframe?
         if not self.selector.is_keyframe(c2w):
@@ -217,15 +219,16 @@ class FrameIngestor:
             self._reject(exc)
             raise
         rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, self.image_size)
-        if self.paused:  # paused while this frame was decoded: the pause promises no insert after it returns
-            self.stats.frames_paused += 1
-            return False
         # 5. encode + insert, the library's one observe path, under the memory's writer lock
         try:
-            self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float())
+            written = self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float(),
+                                          skip_if=lambda: self.paused)
         except ValueError as exc:  # the model or the memory refused the frame; the memory is unchanged
             self._reject(exc)
             raise
+        if written is None:  # paused while this frame was decoded or waited for the memory
+            self.stats.frames_paused += 1
+            return False
         self.selector.accept(c2w)
         self.stats.keyframes += 1
         self.stats.record_latency(self.clock() - pair.arrival)

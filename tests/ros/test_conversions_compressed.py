@@ -133,7 +133,8 @@ def test_depth_through_the_plain_compressed_plugin(mm):
 
 
 @pytest.mark.parametrize("fmt, word", [
-    ("16UC1; compressedDepth rvl", "RVL"), ("32FC1; compressedDepth tiff", "png"), ("mono8; compressedDepth png", "encoding"),
+    ("16UC1; compressedDepth rvl", "RVL"), ("32FC1; compressedDepth tiff", "png"),
+    ("mono8; compressedDepth png", "encoding"),
     ("rgb8; jpeg compressed bgr8", "compressedDepth"),
 ])
 def test_unsupported_depth_formats_say_why(mm, fmt, word):
