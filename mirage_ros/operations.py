@@ -75,7 +75,7 @@ class NodeOperations:
         upkeep = MutuallyExclusiveCallbackGroup()
         self._stamp_clock = StampClock()
         self.decay_timer = self.create_timer(DECAY_PERIOD, self._decay_tick, callback_group=upkeep)
-        self.diagnostics = DiagnosticsMonitor(self.get_name(), p.expected_input_rate, p.input_timeout,
+        self.diagnostics = DiagnosticsMonitor(self.get_fully_qualified_name(), p.expected_input_rate, p.input_timeout,
                                               hardware_id=f"{self.model_name} on {p.device}")
         self.diagnostics_pub = self.diagnostics_timer = None
         try:
