@@ -117,7 +117,7 @@ class NodeOperations:
         for timer, rate in ((self.cloud_timer, new.cloud_rate), (self.stats_timer, new.stats_rate),
                             (self.diagnostics_timer, new.diagnostics_rate)):
             if timer is not None:
-                timer.timer_period_ns = int(round(1e9 / rate))
+                timer.timer_period_ns = stamp_to_ns(1.0 / rate)
         if (old.cloud_colors, old.cloud_max_points) != (new.cloud_colors, new.cloud_max_points):
             self._cloud_version = None  # republish in the new colours / budget
         if old.torch_threads != new.torch_threads:

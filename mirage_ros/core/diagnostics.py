@@ -131,7 +131,7 @@ class DiagnosticsMonitor:
     def update(self, snap: NodeSnapshot) -> list[Status]:
         """The five statuses for ``snap`` (input, ingest, memory, model, goals)."""
         old = self._track(snap)
-        dt = max(snap.time - old.time, 1e-9)
+        dt = max(snap.time - old.time, 1e-6)  # seconds; 0 before a second snapshot
         return [self._input(snap, old, dt), self._ingest(snap, old), self._memory(snap, old, dt), self._model(snap),
                 self._goals(snap)]
 

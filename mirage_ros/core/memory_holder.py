@@ -76,8 +76,9 @@ class MemoryHolder:
         out["path"] = self.path
         return out
 
-    def export_points(self, max_points: int, colorize: Any = "pca") -> tuple[np.ndarray, np.ndarray]:
-        """(xyz (N, 3) float32, rgb (N, 3) uint8) of at most ``max_points`` points (empty arrays when empty)."""
+    def export_points(self, max_points: int, colorize: Any = "observed") -> tuple[np.ndarray, np.ndarray]:
+        """(xyz (N, 3) float32, rgb (N, 3) uint8) of at most ``max_points`` points (empty arrays when empty);
+        ``colorize`` "observed" (the pixels' colours) or "pca" (the memory's fixed basis), see ``export_points``."""
         memory = self._memory
         if len(memory) == 0:
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
