@@ -119,7 +119,8 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false",
                               description="Start RViz with config/mirage.rviz (topics follow namespace and remaps)."),
         DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, "config", "mirage.rviz"),
-                              description="RViz config template (its /mirage/... and /rgb/image topics are rewritten)."),
+                              description="RViz config template (its /mirage/... and /rgb/image topics are "
+                                          "rewritten to follow namespace and remaps)."),
         DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error."),
         DeclareLaunchArgument("synthetic", default_value="false",
                               description="Also start the synthetic RGB-D camera (publishes the input topics)."),

@@ -80,7 +80,8 @@ class Env:
                                         lambda m: self.diagnostics.append((time.monotonic(), m)), 50)
         g.start()
         g.wait_until(lambda: self.camera.rgb_compressed_pub.get_subscription_count() >= 1
-                     and self.camera.depth_compressed_pub.get_subscription_count() >= 1, WAIT, "compressed subscriptions")
+                     and self.camera.depth_compressed_pub.get_subscription_count() >= 1, WAIT,
+                     "compressed subscriptions")
         self.stamp_ns = 1_000_000_000
 
     def next_stamp(self) -> int:
@@ -108,7 +109,8 @@ class Env:
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
 
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        request = SetParameters.Request(parameters=parameters)
         return list(self.call(SetParameters, "/mirage_ops/set_parameters", request).results)
 
     def latest_status(self, part: str, newer_than: float):
