@@ -8,13 +8,17 @@
 
 Arguments: use_sim_time, namespace, params_file, rgb_topic, depth_topic, camera_info_topic, rviz, rviz_config,
 log_level, synthetic, bag, bag_rate.
+
+RViz gets a copy of ``rviz_config`` whose topics follow the namespace and the topic remaps (and whose fixed frame
+is the params file's ``world_frame``); ``rviz:=true`` where rviz2 is not installed warns and starts the rest.
 """
 
 import os
+import tempfile
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node, PushRosNamespace
@@ -35,6 +39,60 @@ def _bag_replay(context):
         cmd=["python3", "-m", "mirage_ros.bags.replay", bag, "--rate", LaunchConfiguration("bag_rate").perform(context),
              *remaps],
         output="screen", name="mirage_bag_replay")]
+
+
+def _absolute(topic: str, namespace: str) -> str:
+    """A node-relative topic as the node in ``namespace`` resolves it (absolute topics stay)."""
+    if topic.startswith("/"):
+        return topic
+    return "/" + "/".join(p for p in (namespace.strip("/"), topic) if p)
+
+
+def _world_frame(params_file: str, default: str = "odom") -> str:
+    """``world_frame`` from a ROS 2 params file (any node key, e.g. ``/**`` or ``mirage``), else ``default``."""
+    try:
+        import yaml
+
+        with open(params_file) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, ImportError, ValueError):
+        return default
+    for section in data.values() if isinstance(data, dict) else ():
+        params = section.get("ros__parameters", {}) if isinstance(section, dict) else {}
+        if isinstance(params, dict) and params.get("world_frame"):
+            return str(params["world_frame"])
+    return default
+
+
+def rviz_config_for(template: str, namespace: str, rgb_topic: str, world_frame: str) -> str:
+    """The RViz config text of ``template`` with the node's topics under ``namespace``, the camera display on
+    ``rgb_topic`` and the fixed frame ``world_frame`` (config/mirage.rviz names /mirage/... and /rgb/image)."""
+    with open(template) as f:
+        text = f.read()
+    node = _absolute("mirage", namespace)
+    text = text.replace("Value: /mirage/", f"Value: {node}/")
+    text = text.replace("Value: /rgb/image\n", f"Value: {_absolute(rgb_topic, namespace)}\n")
+    return text.replace("Fixed Frame: odom", f"Fixed Frame: {world_frame}")
+
+
+def _rviz(context):
+    if LaunchConfiguration("rviz").perform(context).lower() not in ("true", "1", "yes"):
+        return []
+    try:
+        get_package_share_directory("rviz2")
+    except Exception:  # noqa: BLE001 - PackageNotFoundError, or no ament index at all
+        return [LogInfo(msg="WARNING: rviz:=true but rviz2 is not installed (sudo apt install ros-$ROS_DISTRO-rviz2); "
+                            "starting without it")]
+    namespace = LaunchConfiguration("namespace").perform(context)
+    text = rviz_config_for(LaunchConfiguration("rviz_config").perform(context), namespace,
+                           LaunchConfiguration("rgb_topic").perform(context),
+                           _world_frame(LaunchConfiguration("params_file").perform(context)))
+    with tempfile.NamedTemporaryFile("w", prefix="mirage_", suffix=".rviz", delete=False) as f:
+        f.write(text)
+    sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true" or \
+        bool(LaunchConfiguration("bag").perform(context))
+    return [Node(package="rviz2", executable="rviz2", name="rviz2", output="screen", arguments=["-d", f.name],
+                 parameters=[{"use_sim_time": sim_time}])]
 
 
 def generate_launch_description():
@@ -58,8 +116,11 @@ def generate_launch_description():
                               description="Depth input registered to the colour camera (16UC1 mm or 32FC1 m)."),
         DeclareLaunchArgument("camera_info_topic", default_value="rgb/camera_info",
                               description="CameraInfo of the colour camera."),
-        DeclareLaunchArgument("rviz", default_value="false", description="Start RViz with config/mirage.rviz."),
-        DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, "config", "mirage.rviz")),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="Start RViz with config/mirage.rviz (topics follow namespace and remaps)."),
+        DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, "config", "mirage.rviz"),
+                              description="RViz config template (its /mirage/... and /rgb/image topics are "
+                                          "rewritten to follow namespace and remaps)."),
         DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error."),
         DeclareLaunchArgument("synthetic", default_value="false",
                               description="Also start the synthetic RGB-D camera (publishes the input topics)."),
@@ -75,9 +136,5 @@ def generate_launch_description():
             condition=IfCondition(LaunchConfiguration("synthetic")),
             parameters=[{"use_sim_time": sim_time}], remappings=remappings, arguments=log_args),
         OpaqueFunction(function=_bag_replay),
-        Node(
-            package="rviz2", executable="rviz2", name="rviz2", output="screen",
-            condition=IfCondition(LaunchConfiguration("rviz")),
-            arguments=["-d", LaunchConfiguration("rviz_config")],
-            parameters=[{"use_sim_time": sim_time}]),
+        OpaqueFunction(function=_rviz),
     ])

@@ -4,10 +4,13 @@ Layout (what imports rclpy is marked; everything else runs without a ROS graph):
 
     node.py           [rclpy] the ``mirage`` node: wiring only (parameters, subscriptions, publishers, timers,
                       services); action_server.py [rclpy] ImagineTrajectory glue; params.py the parameter table
+    operations.py     [rclpy] mixed into the node: live parameters, /diagnostics, pause, clear region, decay,
+                      compressed subscriptions
+    entry.py          the installed executables' entry point (says what to install when a library is missing)
     core/             the node's logic, rclpy-free: ingest, queue, goals (GoalRunner), goal_poses,
-                      memory_holder (the one lock), model_loading
-    conversions/      messages <-> numpy by family: time (the one stamp reader / writer), image, camera_info,
-                      pointcloud, transform
+                      memory_holder (the one lock), model_loading, diagnostics (statuses), decay (seconds -> stamps)
+    conversions/      messages <-> numpy by family: time (the one stamp reader / writer), image, compressed
+                      (image_transport compressed / compressedDepth), camera_info, pointcloud, transform
     tf_buffer.py      TF at a stamp; sync.py approximate-time pairing
     bags/             read, write, build_memory (``mirage build-cache``), replay [rclpy], cli
     sim/              the synthetic rig (frames) and camera node [rclpy]

@@ -28,6 +28,8 @@ class ImagineActionServer:
 
         self.runner = runner
         self.publish_frames = publish_frames
+        self.last_outcome: GoalOutcome | None = None  # for /diagnostics
+        self.goals_done = 0
         self._types = ImagineTrajectory
         self.server = ActionServer(node, ImagineTrajectory, name, execute_callback=self._execute,
                                    goal_callback=self._on_goal, cancel_callback=self._on_cancel,
@@ -56,6 +58,7 @@ class ImagineActionServer:
         goal = goal_handle.request
         outcome = self.runner.run(goal_handle, goal, cancel_requested=lambda: goal_handle.is_cancel_requested,
                                   feedback=lambda fb: self._feedback(goal_handle, fb), on_frames=self.publish_frames)
+        self.last_outcome, self.goals_done = outcome, self.goals_done + 1
         result = self._types.Result()
         result.message = outcome.message
         result.frames_generated = len(outcome.frames)

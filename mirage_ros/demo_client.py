@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_arguments", "main", "run_demo", "load_params_file"]
+__all__ = ["add_arguments", "main", "cli", "run_demo", "load_params_file"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,7 +215,12 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None, prog: str = "python -m mirage_ros.demo_client") -> int:
+    """Command line: parse ``argv`` (default: the process arguments) and run the demo."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m mirage_ros.demo_client", description=__doc__.splitlines()[0])
-    add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))
+    sys.exit(cli())

@@ -11,10 +11,11 @@ thread encodes and inserts; the action server runs goals in a reentrant callback
 executor, so cancel requests and services are served while a rollout runs. Who may touch the memory when is
 written down once, in :mod:`mirage_ros.core.memory_holder`.
 
-Topics (relative, remappable): subscribes ``rgb/image``, ``depth/image``, ``rgb/camera_info``, ``/tf``,
-``/tf_static``; publishes ``~/imagined/image``, ``~/imagined/camera_info``, ``~/cache/points``,
-``~/cache/stats``. Services ``~/query_coverage``, ``~/save_cache``, ``~/load_cache``, ``~/clear_cache``;
-action ``~/imagine_trajectory``.
+Topics (relative, remappable): subscribes ``rgb/image``, ``depth/image`` (or, with ``input_transport:=compressed``,
+``rgb/image/compressed`` and ``depth/image/compressedDepth``), ``rgb/camera_info``, ``/tf``, ``/tf_static``;
+publishes ``~/imagined/image``, ``~/imagined/camera_info``, ``~/cache/points`` (observed colours, or PCA:
+``cloud_colors``), ``~/cache/stats``, ``/diagnostics``. Services ``~/query_coverage``, ``~/save_cache``,
+``~/load_cache``, ``~/clear_cache``, ``~/clear_region``, ``~/set_ingest_paused``; action ``~/imagine_trajectory``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from mirage_ros.core.memory_holder import MemoryBusy, MemoryHolder
 from mirage_ros.core.model_loading import world_model_from_params
 from mirage_ros.core.queue import IngestWorker, KeepLatestQueue
 from mirage_ros.msg import CacheStats
+from mirage_ros.operations import NodeOperations
 from mirage_ros.params import NodeParams, declare_parameters, read_parameters
 from mirage_ros.srv import LoadCache, QueryCoverage, SaveCache
 from mirage_ros.sync import ApproximateTimeSync
@@ -48,8 +50,11 @@ from mirage_ros.tf_buffer import TransformBuffer, attach_tf_listener
 __all__ = ["MirageNode", "main"]
 
 
-class MirageNode(Node):
-    """See the module docstring. ``world_model`` injects a ready model (tests); otherwise parameters pick it."""
+class MirageNode(NodeOperations, Node):
+    """See the module docstring. ``world_model`` injects a ready model (tests); otherwise parameters pick it.
+
+    Live parameters, ``/diagnostics``, pause / clear-region / decay and compressed inputs are wired by
+    :class:`~mirage_ros.operations.NodeOperations`."""
 
     def __init__(self, *, world_model=None, node_name: str = "mirage", **node_kwargs):
         super().__init__(node_name, **node_kwargs)
@@ -87,10 +92,8 @@ class MirageNode(Node):
                                reliability=ReliabilityPolicy.BEST_EFFORT if p.input_qos == "sensor_data"
                                else ReliabilityPolicy.RELIABLE)
         inputs = ReentrantCallbackGroup()
-        self.rgb_sub = self.create_subscription(Image, "rgb/image", lambda m: self._offer("rgb", m), input_qos,
-                                                callback_group=inputs)
-        self.depth_sub = self.create_subscription(Image, "depth/image", lambda m: self._offer("depth", m),
-                                                  input_qos, callback_group=inputs)
+        self.rgb_sub = self._subscribe_image("rgb", "rgb/image", p.rgb_transport, input_qos, inputs)
+        self.depth_sub = self._subscribe_image("depth", "depth/image", p.depth_input_transport, input_qos, inputs)
         self.info_sub = self.create_subscription(CameraInfo, "rgb/camera_info", lambda m: self._offer("info", m),
                                                  input_qos, callback_group=inputs)
         self.worker = IngestWorker(self.queue, self.ingestor.process, self._on_ingest_error).start()
@@ -119,6 +122,9 @@ class MirageNode(Node):
         self.create_service(LoadCache, "~/load_cache", self._on_load, callback_group=services)
         self.create_service(Trigger, "~/clear_cache", self._on_clear, callback_group=services)
         self.action = ImagineActionServer(self, self.runner, publish_frames=self._publish_frames)
+
+        # ---------------------------------------------------------------- live parameters, diagnostics, upkeep
+        self._setup_operations()
 
     # ==================================================================================== input
     def _offer(self, key: str, msg) -> None:
@@ -165,7 +171,7 @@ class MirageNode(Node):
         version = self.holder.version()
         if version == self._cloud_version:
             return
-        xyz, rgb = self.holder.export_points(self.params.cloud_max_points)
+        xyz, rgb = self.holder.export_points(self.params.cloud_max_points, colorize=self.params.cloud_colors)
         self.cloud_pub.publish(conv.numpy_to_pointcloud2(xyz, rgb, stamp=self.get_clock().now().to_msg(),
                                                          frame_id=self.params.world_frame))
         self._cloud_version = version

@@ -1,17 +1,20 @@
 """Parameters of the ``mirage`` node: one table, declared with descriptions and ranges.
 
 The table is the single source of truth: :func:`declare_parameters` declares every entry on a node
-(read-only where a change would need a restart), and ``config/mirage.yaml`` carries the same names with
-the same defaults (a test checks they agree). Values come back as a frozen :class:`NodeParams`.
+(``live`` entries may change while it runs, through :func:`update_params`; the others are read-only because a
+change would need a restart: model, device, dtype, sizes, QoS, memory bounds), and ``config/mirage.yaml``
+carries the same names with the same defaults (a test checks they agree). Values come back as a frozen
+:class:`NodeParams`.
 rclpy-free at import (``rcl_interfaces`` is imported only to declare), so ``mirage build-cache`` shares it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-__all__ = ["ParamSpec", "PARAM_SPECS", "NodeParams", "declare_parameters", "read_parameters", "validate_params"]
+__all__ = ["ParamSpec", "PARAM_SPECS", "NodeParams", "declare_parameters", "read_parameters", "validate_params",
+           "update_params", "live_parameter_names"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class ParamSpec:
     max: float | None = None
     step: float | None = None
     choices: tuple[str, ...] | None = None
+    live: bool = False  # may change while the node runs (ros2 param set); False: read at start-up only
 
 
 PARAM_SPECS: tuple[ParamSpec, ...] = (
@@ -64,7 +68,33 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("cloud_max_points", 100_000, "Point budget of ~/cache/points.", 1, 10_000_000, 1),
     ParamSpec("cloud_rate", 1.0, "Largest publish rate of ~/cache/points (Hz); it is sent only on change.", 0.01, 30.0),
     ParamSpec("stats_rate", 1.0, "Publish rate of ~/cache/stats (Hz).", 0.01, 30.0),
+    # Transport, colours, upkeep and diagnostics
+    ParamSpec("input_transport", "raw", "How images arrive: raw (sensor_msgs/Image on rgb/image, depth/image) or "
+              "compressed (sensor_msgs/CompressedImage on rgb/image/compressed, jpeg or png, and "
+              "depth/image/compressedDepth), as image_transport's plugins publish them.",
+              choices=("raw", "compressed")),
+    ParamSpec("depth_transport", "", "Transport of the depth image when it differs from input_transport: raw or "
+              "compressedDepth; empty follows input_transport.", choices=("", "raw", "compressedDepth")),
+    ParamSpec("cloud_colors", "observed", "Colours of ~/cache/points: observed (the pixels' mean colour per point) or "
+              "pca (false colours of the latents, basis fixed per memory).", choices=("observed", "pca"), live=True),
+    ParamSpec("decay_seconds", 0.0, "Forget points not re-observed for this long (s), for scenes that change; "
+              "0 keeps them.", 0.0, 1e6, live=True),
+    ParamSpec("expected_input_rate", 0.0, "Rate the camera should deliver (Hz); /diagnostics warns below half of it. "
+              "0 judges only silence.", 0.0, 1000.0, live=True),
+    ParamSpec("diagnostics_rate", 1.0, "Publish rate of /diagnostics (Hz).", 0.01, 30.0, live=True),
+    ParamSpec("torch_threads", 0, "CPU threads torch uses (torch.set_num_threads); 0 keeps torch's default.", 0, 1024,
+              1, live=True),
 )
+
+# Parameters of the table above that may change while the node runs (ros2 param set, validated by update_params);
+# every other one is read at start-up: the model and its sizes, device, dtype, QoS, memory bounds, frames.
+LIVE_PARAMETERS = frozenset({
+    "steps", "fps", "max_goal_frames", "goal_policy",                      # goals (the next goal uses them)
+    "keyframe_translation", "keyframe_rotation_deg", "sync_slop", "tf_timeout", "ingest_queue_size",
+    "input_timeout",                                                       # ingest
+    "cloud_max_points", "cloud_rate", "stats_rate",                        # outputs
+})
+PARAM_SPECS = tuple(replace(spec, live=True) if spec.name in LIVE_PARAMETERS else spec for spec in PARAM_SPECS)
 
 _BY_NAME = {spec.name: spec for spec in PARAM_SPECS}
 
@@ -100,6 +130,13 @@ class NodeParams:
     cloud_max_points: int
     cloud_rate: float
     stats_rate: float
+    input_transport: str
+    depth_transport: str
+    cloud_colors: str
+    decay_seconds: float
+    expected_input_rate: float
+    diagnostics_rate: float
+    torch_threads: int
 
     @classmethod
     def defaults(cls) -> "NodeParams":
@@ -108,6 +145,18 @@ class NodeParams:
     @property
     def checkpoint_list(self) -> list[str]:
         return [c.strip() for c in self.checkpoints.split(",") if c.strip()]
+
+    @property
+    def rgb_transport(self) -> str:
+        """image_transport name of the colour input: raw | compressed."""
+        return self.input_transport
+
+    @property
+    def depth_input_transport(self) -> str:
+        """image_transport name of the depth input: raw | compressedDepth (depth_transport, else input_transport)."""
+        if self.depth_transport:
+            return self.depth_transport
+        return "compressedDepth" if self.input_transport == "compressed" else "raw"
 
 
 def validate_params(values: dict[str, Any]) -> NodeParams:
@@ -151,8 +200,10 @@ def _descriptor(spec: ParamSpec):
 
     description = spec.description
     if spec.choices:
-        description += f" One of: {', '.join(spec.choices)}."
-    desc = ParameterDescriptor(description=description, read_only=True)  # read at start-up only
+        description += f" One of: {', '.join(c or '(empty)' for c in spec.choices)}."
+    description += (" Can change at run time (ros2 param set)." if spec.live
+                    else " Read-only: read at start-up; restart the node to change it.")
+    desc = ParameterDescriptor(description=description, read_only=not spec.live)
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.min is not None and not isinstance(spec.default, bool):
@@ -163,6 +214,27 @@ def _descriptor(spec: ParamSpec):
             desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max),
                                                             step=0.0)]
     return desc
+
+
+def update_params(current: NodeParams, changes: dict[str, Any]) -> NodeParams:
+    """``current`` with ``changes`` (name -> value) applied, validated like at start-up -> a new NodeParams.
+
+    Raises ValueError naming the parameter when one is unknown, read-only (:attr:`ParamSpec.live` False: it needs
+    a restart) or out of range; ``current`` is never modified. Names not in the table must be filtered out first.
+    """
+    for name in changes:
+        spec = _BY_NAME.get(name)
+        if spec is None:
+            raise ValueError(f"unknown parameter {name}")
+        if not spec.live:
+            raise ValueError(f"parameter {name} is read-only while the node runs (it is read at start-up); "
+                             f"restart the node with -p {name}:=...")
+    return validate_params({**asdict(current), **changes})
+
+
+def live_parameter_names() -> tuple[str, ...]:
+    """Names of the parameters that may change while the node runs."""
+    return tuple(spec.name for spec in PARAM_SPECS if spec.live)
 
 
 def declare_parameters(node) -> None:

@@ -104,6 +104,44 @@ class PointMemory:
         self.version += 1
         return written
 
+    # ------------------------------------------------------------------ forgetting (scenes that change)
+    def clear_region(self, min_xyz, max_xyz) -> int:
+        """Remove every point inside the axis-aligned box ``min_xyz <= p <= max_xyz`` (world frame, metres,
+        bounds included); returns how many were removed. ValueError (memory unchanged) unless both corners are
+        3 finite numbers with ``min_xyz <= max_xyz``. ``version`` increases only when a point goes."""
+        low, high = _box_corner(min_xyz, "min_xyz"), _box_corner(max_xyz, "max_xyz")
+        if bool((low > high).any()):
+            raise ValueError(f"clear_region: min_xyz {low.tolist()} must be <= max_xyz {high.tolist()} on every axis")
+        points = self._store.points
+        inside = ((points >= low.to(points.device)) & (points <= high.to(points.device))).all(dim=1)
+        return self._keep_only(~inside)
+
+    def forget_older_than(self, stamp: int) -> int:
+        """Remove every point last written before write stamp ``stamp``; returns how many were removed.
+
+        Stamps count inserted frames: the k-th frame since the last :meth:`clear` writes stamp k (so
+        ``frames_inserted`` is the newest), and a point re-observed in its voxel takes the newer stamp. So
+        ``forget_older_than(frames_inserted - n + 1)`` keeps what the last n frames saw. ValueError for a stamp that
+        is not an integer >= 0 (memory unchanged).
+        """
+        if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)) or stamp < 0:
+            raise ValueError(f"forget_older_than: stamp must be an integer >= 0, got {stamp!r}")
+        stamps = self._store.stamps
+        return self._keep_only(stamps.to(torch.int64) >= int(stamp))
+
+    def _keep_only(self, keep: torch.Tensor) -> int:
+        """Commit the store reduced to the rows where ``keep`` (N,) is True (one assignment: copy-on-write);
+        returns the number of rows dropped. Nothing changes, not even ``version``, when none is."""
+        store = self._store
+        removed = int(keep.numel() - int(keep.sum()))
+        if removed == 0:
+            return 0
+        keys = store.keys[keep] if store.keys.shape[0] == len(store) else store.keys  # empty without voxels
+        self._store = PointStore(store.points[keep], store.values[keep], store.stamps[keep], keys,
+                                 None if store.colors is None else store.colors[keep])
+        self.version += 1
+        return removed
+
     # ------------------------------------------------------------------ reading (subclasses: read_batch, visibility)
     def read_batch(self, intrinsics, cam_to_world, image_size, latent_size, near: float = 1e-3) -> Readout:
         raise NotImplementedError
@@ -232,3 +270,14 @@ class PointMemory:
         memory._pca = pca
         memory.frames_inserted = frames
         return memory
+
+
+def _box_corner(value, name: str) -> torch.Tensor:
+    """A box corner as a (3,) float32 tensor; ValueError unless it is 3 finite numbers."""
+    try:
+        corner = torch.as_tensor(np.asarray(value, dtype=np.float64)).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"clear_region: {name} must be 3 numbers, got {value!r}") from exc
+    if corner.shape != (3,) or not bool(torch.isfinite(corner).all()):
+        raise ValueError(f"clear_region: {name} must be 3 finite numbers, got {value!r}")
+    return corner.float()

@@ -1,8 +1,9 @@
 """Write the synthetic camera to a ROS 2 bag with ``rosbags`` (sqlite3 or MCAP), no ROS graph needed.
 
 The bag holds exactly what the synthetic camera node publishes, at the same stamps: ``/rgb/image``
-(rgb8), ``/depth/image`` (16UC1 mm or 32FC1 m), ``/rgb/camera_info``, ``/tf`` (world -> body) and
-``/tf_static`` (body -> camera optical frame, offered as transient-local so a replayer latches it).
+(rgb8), ``/depth/image`` (16UC1 mm or 32FC1 m) or their compressed siblings (``/rgb/image/compressed``,
+``/depth/image/compressedDepth``), ``/rgb/camera_info``, ``/tf`` (world -> body) and ``/tf_static`` (body ->
+camera optical frame, offered as transient-local so a replayer latches it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from mirage.camera import pose_to_tq
 from mirage_ros.bags.read import BAG_TOPICS, typestore
 from mirage_ros.conversions.camera_info import pinhole_fields
+from mirage_ros.conversions.compressed import encode_compressed, encode_compressed_depth
 from mirage_ros.conversions.image import encode_image
 from mirage_ros.conversions.time import NS_PER_SECOND, ns_to_stamp
 from mirage_ros.sim.rig import RigConfig, SyntheticRig
@@ -54,6 +56,10 @@ class _Builders:
             header=self.header(stamp_ns, frame_id), height=h, width=w, encoding=encoding, is_bigendian=0,
             step=step, data=np.frombuffer(raw, dtype=np.uint8))
 
+    def compressed(self, fmt: str, data: bytes, stamp_ns: int, frame_id: str):
+        return self.t["sensor_msgs/msg/CompressedImage"](header=self.header(stamp_ns, frame_id), format=fmt,
+                                                          data=np.frombuffer(data, dtype=np.uint8))
+
     def camera_info(self, K, height: int, width: int, stamp_ns: int, frame_id: str):
         roi = self.t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         return self.t["sensor_msgs/msg/CameraInfo"](
@@ -74,11 +80,15 @@ class _Builders:
 
 
 def write_rig_bag(path: str | Path, rig: SyntheticRig, num_frames: int | None = None, rate: float = 10.0,
-                  start_ns: int = NS_PER_SECOND, storage: str = "sqlite3", progress: bool = True) -> Path:
+                  start_ns: int = NS_PER_SECOND, storage: str = "sqlite3", progress: bool = True,
+                  transport: str = "raw", compressed_format: str = "jpeg") -> Path:
     """Record ``num_frames`` frames (default: one pass) of ``rig`` at ``rate`` Hz into a new bag at ``path``.
 
     Per frame: /tf first, then rgb, depth, camera_info with the same stamp. /tf_static once at the start.
-    Returns the bag directory. Raises ValueError on a bad storage name or rate, FileExistsError if ``path`` exists.
+    ``transport="compressed"`` records the images as image_transport's plugins publish them instead:
+    ``/rgb/image/compressed`` (``compressed_format`` jpeg or png) and ``/depth/image/compressedDepth``.
+    Returns the bag directory. Raises ValueError on a bad storage name, rate or transport, FileExistsError if
+    ``path`` exists.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -87,6 +97,9 @@ def write_rig_bag(path: str | Path, rig: SyntheticRig, num_frames: int | None = 
         raise ValueError(f"storage must be one of {sorted(plugins)}, got {storage!r}")
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
+    if transport not in ("raw", "compressed"):
+        raise ValueError(f"transport must be raw or compressed, got {transport!r}")
+    compressed = transport == "compressed"
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"bag {path} already exists")
@@ -95,15 +108,16 @@ def write_rig_bag(path: str | Path, rig: SyntheticRig, num_frames: int | None = 
     build = _Builders(ts)
     c = rig.config
     with Writer(path, version=9, storage_plugin=plugins[storage]) as writer:
-        def conn(name, msgtype, latched=False):
-            return writer.add_connection(BAG_TOPICS[name], msgtype, typestore=ts,
+        def conn(name, msgtype, latched=False, suffix=""):
+            return writer.add_connection(BAG_TOPICS[name] + suffix, msgtype, typestore=ts,
                                          offered_qos_profiles=[_qos(transient_local=latched)])
 
+        image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
         conns = {
             "tf_static": conn("tf_static", "tf2_msgs/msg/TFMessage", latched=True),
             "tf": conn("tf", "tf2_msgs/msg/TFMessage"),
-            "rgb": conn("rgb", "sensor_msgs/msg/Image"),
-            "depth": conn("depth", "sensor_msgs/msg/Image"),
+            "rgb": conn("rgb", image_type, suffix="/compressed" if compressed else ""),
+            "depth": conn("depth", image_type, suffix="/compressedDepth" if compressed else ""),
             "info": conn("info", "sensor_msgs/msg/CameraInfo"),
         }
 
@@ -119,8 +133,14 @@ def write_rig_bag(path: str | Path, rig: SyntheticRig, num_frames: int | None = 
             moving = (c.world_frame, c.body_frame, f.world_to_body) if c.body_frame else \
                 (c.world_frame, c.camera_frame, f.cam_to_world)
             write("tf", build.tf([moving], stamp), stamp)
-            write("rgb", build.image(f.rgb, "rgb8", stamp, c.camera_frame), stamp)
-            write("depth", build.image(f.depth, c.depth_encoding, stamp, c.camera_frame), stamp)
+            if compressed:
+                write("rgb", build.compressed(*encode_compressed(f.rgb, "rgb8", compressed_format), stamp,
+                                              c.camera_frame), stamp)
+                write("depth", build.compressed(*encode_compressed_depth(f.depth, c.depth_encoding), stamp,
+                                                c.camera_frame), stamp)
+            else:
+                write("rgb", build.image(f.rgb, "rgb8", stamp, c.camera_frame), stamp)
+                write("depth", build.image(f.depth, c.depth_encoding, stamp, c.camera_frame), stamp)
             write("info", build.camera_info(f.intrinsics, c.height, c.width, stamp, c.camera_frame), stamp)
     return path
 
@@ -138,6 +158,9 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-frames", type=int, default=40, help="frames in one trajectory pass")
     parser.add_argument("--depth-encoding", default="16UC1", choices=["16UC1", "32FC1"])
     parser.add_argument("--world-frame", default="odom")
+    parser.add_argument("--transport", default="raw", choices=["raw", "compressed"],
+                        help="compressed: /rgb/image/compressed and /depth/image/compressedDepth")
+    parser.add_argument("--compressed-format", default="jpeg", choices=["jpeg", "png"])
 
 
 def record_main(args: argparse.Namespace) -> int:
@@ -145,7 +168,8 @@ def record_main(args: argparse.Namespace) -> int:
         rig = SyntheticRig(RigConfig(scene_seed=args.scene_seed, height=args.height, width=args.width,
                                      trajectory=args.trajectory, num_frames=args.num_frames,
                                      depth_encoding=args.depth_encoding, world_frame=args.world_frame))
-        path = write_rig_bag(args.out, rig, args.frames, rate=args.rate, storage=args.storage)
+        path = write_rig_bag(args.out, rig, args.frames, rate=args.rate, storage=args.storage,
+                             transport=args.transport, compressed_format=args.compressed_format)
     except (ValueError, FileExistsError) as exc:
         print(f"record: {exc}", file=sys.stderr)
         return 2

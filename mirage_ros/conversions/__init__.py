@@ -2,6 +2,7 @@
 
     time          the one stamp reader (``stamp_to_ns``) and writer (``ns_to_stamp``), ``fill_header``
     image         sensor_msgs/Image (colour and depth)
+    compressed    sensor_msgs/CompressedImage: image_transport's compressed (jpeg / png) and compressedDepth
     camera_info   sensor_msgs/CameraInfo <-> intrinsics
     pointcloud    sensor_msgs/PointCloud2
     transform     geometry_msgs Pose / Transform, tf2_msgs/TFMessage
@@ -15,6 +16,14 @@ pixel centres at +0.5 (ROS ``CameraInfo`` puts them at integers), quaternions (x
 """
 
 from mirage_ros.conversions.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info, pinhole_fields
+from mirage_ros.conversions.compressed import (
+    CorruptPayload,
+    compressed_to_depth,
+    compressed_to_rgb,
+    depth_to_compressed_depth,
+    is_compressed,
+    rgb_to_compressed,
+)
 from mirage_ros.conversions.image import (
     COLOUR_ENCODINGS,
     DEPTH_ENCODINGS,
@@ -62,4 +71,10 @@ __all__ = [
     "matrix_to_pose",
     "matrix_to_transform",
     "tf_message",
+    "CorruptPayload",
+    "is_compressed",
+    "compressed_to_rgb",
+    "compressed_to_depth",
+    "rgb_to_compressed",
+    "depth_to_compressed_depth",
 ]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mirage.frames import KeyframeSelector, fit_intrinsics, fit_to_size
+from mirage_ros.conversions.compressed import CorruptPayload, is_compressed
 from mirage_ros.conversions.time import NS_PER_SECOND
 
 __all__ = ["FramePair", "TransformUnavailable", "IngestStats", "CameraModel", "CameraTable", "FrameIngestor"]
@@ -48,10 +49,13 @@ class IngestStats:
     frames_dropped_tf: int = 0  # no pose at the stamp
     frames_rejected: int = 0    # bad input (encoding, sizes, intrinsics, ...)
     frames_skipped: int = 0     # not a keyframe
+    frames_corrupt: int = 0     # compressed payloads that did not decode (also counted in frames_rejected)
+    frames_paused: int = 0      # taken while ingest was paused (~/set_ingest_paused), not inserted
     keyframes: int = 0          # inserted into the memory
     last_insert_latency: float = 0.0       # seconds from arrival to the end of the insert
     latencies: list[float] = field(default_factory=list)  # recent latencies (bounded)
     last_error: str = ""
+    last_tf_error: str = ""     # why the last frame found no pose
 
     def record_latency(self, seconds: float, keep: int = 10000) -> None:
         self.last_insert_latency = float(seconds)
@@ -128,6 +132,7 @@ class FrameIngestor:
         self.stats = IngestStats()
         self.clock = clock
         self.cameras = CameraTable()
+        self.paused = False  # set by the node's ~/set_ingest_paused: frames are counted and dropped
 
     @property
     def camera_frame(self) -> str:
@@ -142,6 +147,8 @@ class FrameIngestor:
         from mirage_ros import conversions as conv
 
         rgb, depth = pair.rgb, pair.depth
+        if is_compressed(rgb) or is_compressed(depth):
+            return check_compressed_pair(pair)
         if rgb.encoding not in conv.COLOUR_ENCODINGS:
             raise ValueError(f"unsupported rgb encoding {rgb.encoding!r}; supported: {list(conv.COLOUR_ENCODINGS)}")
         if depth.encoding not in conv.DEPTH_ENCODINGS:
@@ -163,13 +170,18 @@ class FrameIngestor:
         """Pixels: rgb (H, W, 3) uint8 and depth (H, W) float32 metres; ValueError if unusable."""
         from mirage_ros import conversions as conv
 
-        rgb, depth = conv.image_to_rgb(pair.rgb), conv.image_to_depth(pair.depth)
+        if is_compressed(pair.rgb) or is_compressed(pair.depth):
+            rgb, depth = convert_compressed_pair(pair)
+        else:
+            rgb, depth = conv.image_to_rgb(pair.rgb), conv.image_to_depth(pair.depth)
         if not (np.isfinite(depth) & (depth > 0)).any():
             raise ValueError("depth has no valid pixel (all zero, negative, NaN or inf)")
         return rgb, depth
 
     def _reject(self, exc: ValueError) -> None:
         self.stats.frames_rejected += 1
+        if isinstance(exc, CorruptPayload):
+            self.stats.frames_corrupt += 1
         self.stats.last_error = str(exc)
 
     def process(self, pair: FramePair) -> bool:
@@ -179,6 +191,9 @@ class FrameIngestor:
         """
         # 1. header check (no pixels)
         self.stats.frames_in += 1
+        if self.paused:
+            self.stats.frames_paused += 1
+            return False
         try:
             frame_id, stamp, K, size = self.check(pair)
         except ValueError as exc:
@@ -189,8 +204,9 @@ class FrameIngestor:
             c2w = np.asarray(self.lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - the buffer's error type is not ours to know
             self.stats.frames_dropped_tf += 1
-            raise TransformUnavailable(
-                f"no transform {self.world_frame} <- {frame_id} at t={stamp / NS_PER_SECOND:.3f} s: {exc}") from None
+            self.stats.last_tf_error = (f"no transform {self.world_frame} <- {frame_id} at "
+                                        f"t={stamp / NS_PER_SECOND:.3f} s: {exc}")
+            raise TransformUnavailable(self.stats.last_tf_error) from None
         self.cameras.record(CameraModel(frame_id, K, size, stamp))
         # 3. keyframe?
         if not self.selector.is_keyframe(c2w):
@@ -205,10 +221,14 @@ class FrameIngestor:
         rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, self.image_size)
         # 5. encode + insert, the library's one observe path, under the memory's writer lock
         try:
-            self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float())
+            written = self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float(),
+                                          skip_if=lambda: self.paused)
         except ValueError as exc:  # the model or the memory refused the frame; the memory is unchanged
             self._reject(exc)
             raise
+        if written is None:  # paused while this frame was decoded or waited for the memory
+            self.stats.frames_paused += 1
+            return False
         self.selector.accept(c2w)
         self.stats.keyframes += 1
         self.stats.record_latency(self.clock() - pair.arrival)
@@ -217,3 +237,53 @@ class FrameIngestor:
     def reset(self) -> None:
         """Forget the last keyframe (after clear / load the next good frame seeds the memory again)."""
         self.selector.reset()
+
+
+# ------------------------------------------------------------------------------------------ compressed input
+# sensor_msgs/CompressedImage (image_transport's ``compressed`` / ``compressedDepth``) carries no size: the header
+# check takes the size from camera_info, and the decoded pixels (keyframes only) must match it.
+def _check_stream(msg, key: str) -> None:
+    from mirage_ros import conversions as conv
+    from mirage_ros.conversions import compressed as cc
+
+    if is_compressed(msg):
+        if key == "rgb":
+            cc.check_colour_format(str(msg.format))
+        else:
+            cc.check_depth_format(str(msg.format))
+        return
+    supported = conv.COLOUR_ENCODINGS if key == "rgb" else conv.DEPTH_ENCODINGS
+    if msg.encoding not in supported:
+        raise ValueError(f"unsupported {key} encoding {msg.encoding!r}; supported: {list(supported)}")
+
+
+def check_compressed_pair(pair: FramePair):
+    """:meth:`FrameIngestor.check` for a pair with a compressed rgb and/or depth: formats, raw sizes, frame."""
+    from mirage_ros import conversions as conv
+
+    K, size = conv.camera_info_to_intrinsics(pair.info)
+    size = (int(size[0]), int(size[1]))
+    for key, msg in (("rgb", pair.rgb), ("depth", pair.depth)):
+        _check_stream(msg, key)
+        if not is_compressed(msg) and (int(msg.height), int(msg.width)) != size:
+            raise ValueError(f"{key} is {msg.width}x{msg.height} but camera_info is for {size[1]}x{size[0]}")
+    frame_id = pair.rgb.header.frame_id or pair.depth.header.frame_id
+    if not frame_id:
+        raise ValueError("the rgb and depth images have no header.frame_id")
+    return frame_id, conv.stamp_to_ns(pair.rgb.header.stamp), K, size
+
+
+def convert_compressed_pair(pair: FramePair) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a pair with compressed parts: rgb (H, W, 3) uint8, depth (H, W) float32 m; sizes must match
+    camera_info. :class:`~mirage_ros.conversions.compressed.CorruptPayload` when a payload does not decode."""
+    from mirage_ros import conversions as conv
+    from mirage_ros.conversions import compressed as cc
+
+    _, size = conv.camera_info_to_intrinsics(pair.info)
+    rgb = cc.compressed_to_rgb(pair.rgb) if is_compressed(pair.rgb) else conv.image_to_rgb(pair.rgb)
+    depth = cc.compressed_to_depth(pair.depth) if is_compressed(pair.depth) else conv.image_to_depth(pair.depth)
+    for key, pixels in (("rgb", rgb), ("depth", depth)):
+        if tuple(pixels.shape[:2]) != tuple(size):
+            raise ValueError(f"{key} decoded to {pixels.shape[1]}x{pixels.shape[0]} but camera_info is for "
+                             f"{size[1]}x{size[0]}")
+    return rgb, depth

@@ -76,8 +76,9 @@ class MemoryHolder:
         out["path"] = self.path
         return out
 
-    def export_points(self, max_points: int, colorize: Any = "pca") -> tuple[np.ndarray, np.ndarray]:
-        """(xyz (N, 3) float32, rgb (N, 3) uint8) of at most ``max_points`` points (empty arrays when empty)."""
+    def export_points(self, max_points: int, colorize: Any = "observed") -> tuple[np.ndarray, np.ndarray]:
+        """(xyz (N, 3) float32, rgb (N, 3) uint8) of at most ``max_points`` points (empty arrays when empty);
+        ``colorize`` "observed" (the pixels' colours) or "pca" (the memory's fixed basis), see ``export_points``."""
         memory = self._memory
         if len(memory) == 0:
             return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
@@ -119,13 +120,17 @@ class MemoryHolder:
             self._lock.release()
 
     def observe(self, world_model, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
-                cam_to_world: torch.Tensor) -> int:
+                cam_to_world: torch.Tensor, skip_if=None) -> int | None:
         """One keyframe through ``world_model.observe`` (encode + insert) under the lock; returns cells written.
 
         rgb (3, H, W) in [0, 1], depth (H, W) metres, intrinsics (3, 3) at (H, W) = the model's size,
         cam_to_world (4, 4). ValueError from the model or the memory leaves the memory unchanged.
+        ``skip_if()`` is asked once the lock is taken; True skips the insert and returns None (a pause that came
+        while this call waited for the lock).
         """
         with self.exclusive("ingest") as memory:
+            if skip_if is not None and skip_if():
+                return None
             written = world_model.observe(memory, rgb, depth, intrinsics, cam_to_world)
             self.keyframes += 1
             return written
@@ -165,3 +170,16 @@ class MemoryHolder:
             self.path = str(source)
             self.generation += 1
         return len(loaded)
+
+    # ------------------------------------------------------------------------------------------ forgetting
+    def clear_region(self, min_xyz, max_xyz, timeout: float | None = BUSY_TIMEOUT) -> int:
+        """Remove the points inside an axis-aligned world-frame box (the memory's ``clear_region``); returns how
+        many. ValueError for a bad box (memory unchanged), MemoryBusy after ``timeout`` s of another writer."""
+        with self.exclusive("clear_region", timeout) as memory:
+            return int(memory.clear_region(min_xyz, max_xyz))
+
+    def forget_older_than(self, stamp: int, timeout: float | None = BUSY_TIMEOUT) -> int:
+        """Remove the points last written before write stamp ``stamp`` (the memory's ``forget_older_than``);
+        returns how many. MemoryBusy after ``timeout`` s of another writer."""
+        with self.exclusive("decay", timeout) as memory:
+            return int(memory.forget_older_than(int(stamp)))

@@ -1,8 +1,9 @@
 """``synthetic_camera``: an RGB-D camera moving through a :mod:`mirage.scenes` scene, as a ROS 2 node.
 
 Publishes at ``rate`` Hz, all with the same stamp per frame: ``rgb/image`` (rgb8), ``depth/image`` (16UC1 mm or
-32FC1 m), ``rgb/camera_info`` and ``/tf`` (world -> body, or world -> camera optical frame when ``body_frame`` is
-empty), plus ``/tf_static`` (body -> camera optical frame, transient local). Frames come from
+32FC1 m) and / or (``transport``) their image_transport siblings ``rgb/image/compressed`` (jpeg or png) and
+``depth/image/compressedDepth``, ``rgb/camera_info`` and ``/tf`` (world -> body, or world -> camera optical frame
+when ``body_frame`` is empty), plus ``/tf_static`` (body -> camera optical frame, transient local). Frames come from
 :class:`~mirage_ros.sim.rig.SyntheticRig` (rendered once per trajectory pass, then cached), so the node,
 the bag writer and the demo see identical data.
 
@@ -34,6 +35,10 @@ CAMERA_PARAMS: dict[str, tuple[Any, str]] = {
     "body_frame": ("base_link", "Moving body frame; empty: publish world -> camera directly."),
     "camera_frame": ("camera_color_optical_frame", "Optical frame of the images (REP 103 axes)."),
     "reliable": (False, "Publish images reliably (default: best effort, like real sensor drivers)."),
+    "transport": ("raw", "Images as raw (rgb/image, depth/image), compressed (rgb/image/compressed in "
+                  "compressed_format and depth/image/compressedDepth, as image_transport's plugins write them) "
+                  "or both."),
+    "compressed_format": ("jpeg", "Format of rgb/image/compressed: jpeg or png."),
 }
 
 
@@ -58,6 +63,11 @@ class SyntheticCamera:
         value = {name: node.get_parameter(name).value for name in CAMERA_PARAMS}
         if not value["rate"] > 0:
             raise ValueError(f"rate must be > 0, got {value['rate']}")
+        if value["transport"] not in ("raw", "compressed", "both"):
+            raise ValueError(f"transport must be raw, compressed or both, got {value['transport']!r}")
+        if value["compressed_format"] not in ("jpeg", "png"):
+            raise ValueError(f"compressed_format must be jpeg or png, got {value['compressed_format']!r}")
+        self.transport, self.compressed_format = value["transport"], value["compressed_format"]
         self.rig = rig or SyntheticRig(RigConfig(
             scene_seed=value["scene_seed"], num_objects=value["num_objects"], height=value["height"],
             width=value["width"], trajectory=value["trajectory"], num_frames=value["num_frames"],
@@ -71,6 +81,13 @@ class SyntheticCamera:
         self.rgb_pub = node.create_publisher(Image, "rgb/image", image_qos)
         self.depth_pub = node.create_publisher(Image, "depth/image", image_qos)
         self.info_pub = node.create_publisher(CameraInfo, "rgb/camera_info", image_qos)
+        self.rgb_compressed_pub = self.depth_compressed_pub = None
+        if self.transport != "raw":
+            from sensor_msgs.msg import CompressedImage
+
+            self.rgb_compressed_pub = node.create_publisher(CompressedImage, "rgb/image/compressed", image_qos)
+            self.depth_compressed_pub = node.create_publisher(CompressedImage, "depth/image/compressedDepth",
+                                                              image_qos)
         self.tf_pub = node.create_publisher(TFMessage, "/tf",
                                             QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -97,8 +114,17 @@ class SyntheticCamera:
         moving = (c.world_frame, c.body_frame, f.world_to_body) if c.body_frame else \
             (c.world_frame, c.camera_frame, f.cam_to_world)
         self.tf_pub.publish(self._tf([moving], stamp_ns))
-        self.rgb_pub.publish(numpy_to_image(f.rgb, "rgb8", stamp=stamp_ns, frame_id=c.camera_frame))
-        self.depth_pub.publish(numpy_to_image(f.depth, c.depth_encoding, stamp=stamp_ns, frame_id=c.camera_frame))
+        if self.transport != "compressed":
+            self.rgb_pub.publish(numpy_to_image(f.rgb, "rgb8", stamp=stamp_ns, frame_id=c.camera_frame))
+            self.depth_pub.publish(numpy_to_image(f.depth, c.depth_encoding, stamp=stamp_ns, frame_id=c.camera_frame))
+        if self.transport != "raw":
+            from mirage_ros.conversions.compressed import (compressed_message, encode_compressed,
+                                                           encode_compressed_depth)
+
+            rgb = encode_compressed(f.rgb, "rgb8", self.compressed_format)
+            depth = encode_compressed_depth(f.depth, c.depth_encoding)
+            for pub, (fmt, data) in ((self.rgb_compressed_pub, rgb), (self.depth_compressed_pub, depth)):
+                pub.publish(compressed_message(fmt, data, stamp=stamp_ns, frame_id=c.camera_frame))
         self.info_pub.publish(intrinsics_to_camera_info(f.intrinsics, c.height, c.width, stamp=stamp_ns,
                                                         frame_id=c.camera_frame))
         self.published += 1

@@ -92,16 +92,20 @@ def test_tool_entry_points_answer_help(module):
 
 @pytest.mark.slow
 def test_installed_executables_call_the_new_modules():
-    targets = []
+    import re
+
+    targets = {}
     for script in sorted((ROOT / "scripts" / "ros").iterdir()):
-        target = next(line.split()[1] for line in script.read_text().splitlines() if line.startswith("from mirage_ros"))
-        assert not target.startswith(("mirage_ros.synthetic_camera", "mirage_ros.node_")), (script.name, target)
-        targets.append(target)
-    assert targets == ["mirage_ros.node", "mirage_ros.sim.camera"]
+        module, function = re.search(r'run_entry\("([\w.]+)", "(\w+)"', script.read_text()).groups()
+        assert not module.startswith(("mirage_ros.synthetic_camera", "mirage_ros.node_")), (script.name, module)
+        targets[script.name] = (module, function)
+    assert targets == {"bag_replay": ("mirage_ros.bags.replay", "main"), "bag_tools": ("mirage_ros.bags.cli", "main"),
+                       "demo_client": ("mirage_ros.demo_client", "cli"), "mirage_node": ("mirage_ros.node", "main"),
+                       "synthetic_camera": ("mirage_ros.sim.camera", "main")}
     out = _python(code=f"""
         import importlib, warnings
         warnings.simplefilter("error", DeprecationWarning)
-        for name in {targets!r}:
-            assert callable(importlib.import_module(name).main)
+        for module, function in {sorted(targets.values())!r}:
+            assert callable(getattr(importlib.import_module(module), function))
     """)
     assert out.returncode == 0, out.stderr
