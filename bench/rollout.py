@@ -23,9 +23,10 @@ the same in both memory variants). Times are seconds per generated frame, split 
 printed). Prints a markdown table and ratios vs the RGB cache.
 
 ``--plot [PATH]`` (paper Figure 5): the same rollouts run ``--plot-chunks`` chunks (default 8) and record, after
-every chunk, the wall time of that chunk per new frame and the cache size (``memory.stats()["bytes"]``); each
-point is the median over the repeats. Writes a PNG (matplotlib, the ``plot`` extra) with seconds per frame and
-cache MiB against the rollout length in chunks for the three variants, and the series beside it as JSON
+every chunk, the wall time of that chunk per new frame, the time of that chunk's memory readouts per new frame
+and the cache size (``memory.stats()["bytes"]``); each point is the median over the repeats. Writes a PNG
+(matplotlib, the ``plot`` extra) of the three against the rollout length in chunks for the three variants, and the
+series beside it as JSON
 (default ``docs/images/rollout_efficiency_cpu.png``, ``..._gpu.png`` for the 5B shapes).
 """
 
@@ -99,11 +100,26 @@ def run_variant(model, variant: str, K, c2w, depth, first, args, device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    series = []  # per finished chunk: (frames done, seconds elapsed, cache bytes)
+    series = []  # per finished chunk: (frames done, seconds elapsed, cache bytes, seconds in memory reads so far)
+    read_seconds = [0.0]
+    if memory is not None:  # time every readout (the RGB cache's rasterise + encode, the latent z-buffer)
+        read = memory.read_batch
+
+        def timed_read(*a, **k):
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            sync()
+            t = time.perf_counter()
+            out = read(*a, **k)
+            sync()
+            read_seconds[0] += time.perf_counter() - t
+            return out
+
+        memory.read_batch = timed_read
 
     def progress(p):
         if p.chunks_done > len(series):  # reported once per chunk, after its memory update
-            series.append((p.frames_done, p.seconds_elapsed, memory.stats()["bytes"] if memory is not None else 0))
+            series.append((p.frames_done, p.seconds_elapsed, memory.stats()["bytes"] if memory is not None else 0,
+                           read_seconds[0]))
 
     result = model.rollout(memory, K, c2w, first_frame=first, seed=args.seed, num_inference_steps=args.steps,
                            mode=mode, progress=progress)
@@ -112,14 +128,17 @@ def run_variant(model, variant: str, K, c2w, depth, first, args, device):
 
 
 def chunk_series(series) -> dict[str, list[float]]:
-    """[(frames done, seconds elapsed, cache bytes)] per chunk -> {"seconds_per_frame": chunk k's seconds per new
-    frame, "cache_mib": the cache after chunk k}. Chunk 1 includes seeding the memory with the first frame."""
-    out = {"seconds_per_frame": [], "cache_mib": []}
-    frames0, t0 = 1, 0.0
-    for frames, elapsed, cache in series:
-        out["seconds_per_frame"].append((elapsed - t0) / max(frames - frames0, 1))
+    """[(frames done, seconds elapsed, cache bytes, read seconds so far)] per chunk -> {"seconds_per_frame": chunk
+    k's seconds per new frame, "cache_mib": the cache after chunk k, "read_ms_per_frame": chunk k's memory readout
+    milliseconds per new frame}. Chunk 1 includes seeding the memory with the first frame."""
+    out = {"seconds_per_frame": [], "cache_mib": [], "read_ms_per_frame": []}
+    frames0, t0, r0 = 1, 0.0, 0.0
+    for frames, elapsed, cache, read in series:
+        new = max(frames - frames0, 1)
+        out["seconds_per_frame"].append((elapsed - t0) / new)
         out["cache_mib"].append(cache / 2**20)
-        frames0, t0 = frames, elapsed
+        out["read_ms_per_frame"].append(1000 * (read - r0) / new)
+        frames0, t0, r0 = frames, elapsed, read
     return out
 
 
@@ -139,16 +158,19 @@ def write_plot(path: Path, series: dict[str, dict[str, list[float]]], title: str
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise SystemExit(f"--plot needs matplotlib: pip install 'mirage[plot]' ({exc})") from None
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_t, ax_r, ax_m) = plt.subplots(1, 3, figsize=(14, 3.8))
     styles = {"latent memory": ("tab:blue", "o"), "RGB cache": ("tab:red", "s"), "no memory": ("tab:grey", "^")}
     for variant, s in series.items():
         chunks = list(range(1, len(s["seconds_per_frame"]) + 1))
         colour, marker = styles.get(variant, (None, "x"))
         ax_t.plot(chunks, s["seconds_per_frame"], marker=marker, color=colour, label=variant)
+        ax_r.plot(chunks, s["read_ms_per_frame"], marker=marker, color=colour, label=variant)
         ax_m.plot(chunks, s["cache_mib"], marker=marker, color=colour, label=variant)
     ax_t.set(xlabel="rollout length (chunks)", ylabel="seconds per generated frame (that chunk)")
+    ax_r.set(xlabel="rollout length (chunks)", ylabel="memory readout, ms per generated frame")
     ax_m.set(xlabel="rollout length (chunks)", ylabel="cache size (MiB)")
-    for ax in (ax_t, ax_m):
+    ax_r.set_ylim(bottom=0)
+    for ax in (ax_t, ax_r, ax_m):
         ax.grid(alpha=0.3)
         ax.set_xticks(chunks)
     ax_t.set_ylim(bottom=0)
@@ -246,11 +268,11 @@ def main(argv=None) -> int:
           f"{100 * (latent.seconds_per_frame / nomem.seconds_per_frame - 1):.1f}% per frame")
     if args.plot is not None:
         series = {v: median_series([r[3] for r in runs[v]]) for v in VARIANTS}
-        print("\n| chunk | " + " | ".join(f"{v} s/frame | {v} MiB" for v in VARIANTS) + " |")
-        print("|" + " --- |" * (1 + 2 * len(VARIANTS)))
+        print("\n| chunk | " + " | ".join(f"{v} s/frame | read ms/frame | MiB" for v in VARIANTS) + " |")
+        print("|" + " --- |" * (1 + 3 * len(VARIANTS)))
         for k in range(len(series[VARIANTS[0]]["seconds_per_frame"])):
-            cells = " | ".join(f"{series[v]['seconds_per_frame'][k]:.4f} | {series[v]['cache_mib'][k]:.2f}"
-                               for v in VARIANTS)
+            cells = " | ".join(f"{series[v]['seconds_per_frame'][k]:.4f} | {series[v]['read_ms_per_frame'][k]:.2f} | "
+                               f"{series[v]['cache_mib'][k]:.2f}" for v in VARIANTS)
             print(f"| {k + 1} | {cells} |")
         path = Path(args.plot or f"docs/images/rollout_efficiency_{'gpu' if gpu else 'cpu'}.png")
         where = f"Wan2.2-TI2V-5B shapes (random weights), {torch.cuda.get_device_name(device)}" if gpu else \

@@ -19,8 +19,9 @@ def _bench():
 def test_chunk_series_known_answer():
     bench = _bench()
     # (frames done, seconds elapsed, cache bytes) after each chunk: chunk 1 adds frames 1..8, chunk 2 frames 9..16
-    series = bench.chunk_series([(9, 0.8, 2**20), (17, 1.2, 3 * 2**20)])
+    series = bench.chunk_series([(9, 0.8, 2**20, 0.008), (17, 1.2, 3 * 2**20, 0.024)])
     assert series["seconds_per_frame"] == pytest.approx([0.1, 0.05])
+    assert series["read_ms_per_frame"] == pytest.approx([1.0, 2.0])
     assert series["cache_mib"] == [1.0, 3.0]
     runs = [{"a": [1.0, 5.0]}, {"a": [3.0, 4.0]}, {"a": [2.0, 9.0]}]
     assert bench.median_series(runs) == {"a": [2.0, 5.0]}
@@ -37,5 +38,6 @@ def test_plot_and_series_from_one_run(tmp_path, monkeypatch):
     assert meta["chunks"] == 2 and set(meta["series"]) == {"latent memory", "RGB cache", "no memory"}
     latent, rgb, none = (meta["series"][k] for k in ("latent memory", "RGB cache", "no memory"))
     assert len(latent["seconds_per_frame"]) == 2 and all(t > 0 for t in latent["seconds_per_frame"])
-    assert none["cache_mib"] == [0.0, 0.0]
+    assert none["cache_mib"] == [0.0, 0.0] and none["read_ms_per_frame"] == [0.0, 0.0]
+    assert all(t > 0 for t in rgb["read_ms_per_frame"] + latent["read_ms_per_frame"])
     assert rgb["cache_mib"][1] > rgb["cache_mib"][0] > latent["cache_mib"][0] > 0  # pixels vs latent cells
