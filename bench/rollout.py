@@ -3,6 +3,7 @@
     python bench/rollout.py                     # CPU: tiny model (random weights), 128x192, 4 chunks
     python bench/rollout.py --device cuda       # GPU: Wan2.2-TI2V-5B shapes, random weights, 704x1280, bf16
     python bench/rollout.py --frames 17 --steps 4 --height 64 --width 96   # quick
+    python bench/rollout.py --plot               # + 8-chunk series -> docs/images/rollout_efficiency_cpu.png
 
 Every variant runs :meth:`MirageWorldModel.rollout` on the same procedural room (``mirage.scenes``), the same
 trajectory, seed and number of denoising steps:
@@ -20,14 +21,23 @@ Depth of generated frames is the scene's ground truth, rendered before timing (a
 the same in both memory variants). Times are seconds per generated frame, split by phase; peak memory is
 ``torch.cuda.max_memory_allocated`` per variant on a GPU (on CPU only the whole process's peak RSS is
 printed). Prints a markdown table and ratios vs the RGB cache.
+
+``--plot [PATH]`` (paper Figure 5): the same rollouts run ``--plot-chunks`` chunks (default 8) and record, after
+every chunk, the wall time of that chunk per new frame, the time of that chunk's memory readouts per new frame
+and the cache size (``memory.stats()["bytes"]``); each point is the median over the repeats. Writes a PNG
+(matplotlib, the ``plot`` extra) of the three against the rollout length in chunks for the three variants, and the
+series beside it as JSON
+(default ``docs/images/rollout_efficiency_cpu.png``, ``..._gpu.png`` for the 5B shapes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -53,6 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave as is)")
     p.add_argument("--memory-latents", choices=("denoised", "reencoded"), default="denoised",
                    help="what a chunk writes to the latent memory (WorldModelConfig.memory_latents)")
+    p.add_argument("--plot", nargs="?", const="", default=None, metavar="PATH",
+                   help="also write the per-chunk plot (PNG) and its series (JSON); default path "
+                        "docs/images/rollout_efficiency_<cpu|gpu>.png")
+    p.add_argument("--plot-chunks", type=int, default=8, help="chunks per rollout with --plot (default 8)")
     return p.parse_args(argv)
 
 
@@ -86,10 +100,87 @@ def run_variant(model, variant: str, K, c2w, depth, first, args, device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    series = []  # per finished chunk: (frames done, seconds elapsed, cache bytes, seconds in memory reads so far)
+    read_seconds = [0.0]
+    if memory is not None:  # time every readout (the RGB cache's rasterise + encode, the latent z-buffer)
+        read = memory.read_batch
+
+        def timed_read(*a, **k):
+            sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+            sync()
+            t = time.perf_counter()
+            out = read(*a, **k)
+            sync()
+            read_seconds[0] += time.perf_counter() - t
+            return out
+
+        memory.read_batch = timed_read
+
+    def progress(p):
+        if p.chunks_done > len(series):  # reported once per chunk, after its memory update
+            series.append((p.frames_done, p.seconds_elapsed, memory.stats()["bytes"] if memory is not None else 0,
+                           read_seconds[0]))
+
     result = model.rollout(memory, K, c2w, first_frame=first, seed=args.seed, num_inference_steps=args.steps,
-                           mode=mode)
+                           mode=mode, progress=progress)
     cache_bytes = memory.stats()["bytes"] if memory is not None else 0
-    return result, cache_bytes, peak_mib(device)
+    return result, cache_bytes, peak_mib(device), chunk_series(series)
+
+
+def chunk_series(series) -> dict[str, list[float]]:
+    """[(frames done, seconds elapsed, cache bytes, read seconds so far)] per chunk -> {"seconds_per_frame": chunk
+    k's seconds per new frame, "cache_mib": the cache after chunk k, "read_ms_per_frame": chunk k's memory readout
+    milliseconds per new frame}. Chunk 1 includes seeding the memory with the first frame."""
+    out = {"seconds_per_frame": [], "cache_mib": [], "read_ms_per_frame": []}
+    frames0, t0, r0 = 1, 0.0, 0.0
+    for frames, elapsed, cache, read in series:
+        new = max(frames - frames0, 1)
+        out["seconds_per_frame"].append((elapsed - t0) / new)
+        out["cache_mib"].append(cache / 2**20)
+        out["read_ms_per_frame"].append(1000 * (read - r0) / new)
+        frames0, t0, r0 = frames, elapsed, read
+    return out
+
+
+def median_series(runs: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Point-wise median of several runs' series."""
+    import statistics
+
+    return {key: [statistics.median(values) for values in zip(*(r[key] for r in runs))] for key in runs[0]}
+
+
+def write_plot(path: Path, series: dict[str, dict[str, list[float]]], title: str) -> Path:
+    """PNG: seconds per frame and cache MiB against the rollout length (chunks), one line per variant."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise SystemExit(f"--plot needs matplotlib: pip install 'mirage[plot]' ({exc})") from None
+    fig, (ax_t, ax_r, ax_m) = plt.subplots(1, 3, figsize=(14, 3.8))
+    styles = {"latent memory": ("tab:blue", "o"), "RGB cache": ("tab:red", "s"), "no memory": ("tab:grey", "^")}
+    for variant, s in series.items():
+        chunks = list(range(1, len(s["seconds_per_frame"]) + 1))
+        colour, marker = styles.get(variant, (None, "x"))
+        ax_t.plot(chunks, s["seconds_per_frame"], marker=marker, color=colour, label=variant)
+        ax_r.plot(chunks, s["read_ms_per_frame"], marker=marker, color=colour, label=variant)
+        ax_m.plot(chunks, s["cache_mib"], marker=marker, color=colour, label=variant)
+    ax_t.set(xlabel="rollout length (chunks)", ylabel="seconds per generated frame (that chunk)")
+    ax_r.set(xlabel="rollout length (chunks)", ylabel="memory readout, ms per generated frame")
+    ax_m.set(xlabel="rollout length (chunks)", ylabel="cache size (MiB)")
+    ax_r.set_ylim(bottom=0)
+    for ax in (ax_t, ax_r, ax_m):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(chunks)
+    ax_t.set_ylim(bottom=0)
+    ax_m.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
@@ -109,6 +200,10 @@ def main(argv=None) -> int:
     from mirage.scenes import Scene
 
     gpu = device.type == "cuda"
+    if args.plot is not None:
+        if args.plot_chunks < 1:
+            raise SystemExit(f"--plot-chunks must be >= 1, got {args.plot_chunks}")
+        args.chunks = args.plot_chunks
     args.chunks = args.chunks or (2 if gpu else 4)
     args.repeats = args.repeats or (1 if gpu else 3)
 
@@ -150,7 +245,7 @@ def main(argv=None) -> int:
     print("| variant | s / frame | " + " | ".join(f"{p} (ms/frame)" for p in PHASES) +
           " | cache (MiB) | peak GPU (MiB) |")
     print("|" + " --- |" * (len(PHASES) + 4))
-    for variant, (result, cache_bytes, peak) in rows.items():
+    for variant, (result, cache_bytes, peak, _) in rows.items():
         phases = " | ".join(f"{1000 * result.timings[p] / generated:.2f}" for p in PHASES)
         print(f"| {variant} | {result.seconds_per_frame:.4f} | {phases} | {cache_bytes / 2**20:.2f} | "
               f"{f'{peak:.0f}' if gpu else '-'} |")
@@ -171,6 +266,23 @@ def main(argv=None) -> int:
     nomem = rows["no memory"][0]
     print(f"- overhead of the latent memory over no memory: "
           f"{100 * (latent.seconds_per_frame / nomem.seconds_per_frame - 1):.1f}% per frame")
+    if args.plot is not None:
+        series = {v: median_series([r[3] for r in runs[v]]) for v in VARIANTS}
+        print("\n| chunk | " + " | ".join(f"{v} s/frame | read ms/frame | MiB" for v in VARIANTS) + " |")
+        print("|" + " --- |" * (1 + 3 * len(VARIANTS)))
+        for k in range(len(series[VARIANTS[0]]["seconds_per_frame"])):
+            cells = " | ".join(f"{series[v]['seconds_per_frame'][k]:.4f} | {series[v]['read_ms_per_frame'][k]:.2f} | "
+                               f"{series[v]['cache_mib'][k]:.2f}" for v in VARIANTS)
+            print(f"| {k + 1} | {cells} |")
+        path = Path(args.plot or f"docs/images/rollout_efficiency_{'gpu' if gpu else 'cpu'}.png")
+        where = f"Wan2.2-TI2V-5B shapes (random weights), {torch.cuda.get_device_name(device)}" if gpu else \
+            f"tiny model (random weights), CPU, {torch.get_num_threads()} threads"
+        title = f"{where}: {H}x{W}, {model.chunk_frames}-frame chunks, {steps} steps, median of {args.repeats} runs"
+        write_plot(path, series, title)
+        meta = {"title": title, "frames": T, "chunks": args.chunks, "steps": steps, "image_size": [H, W],
+                "repeats": args.repeats, "device": str(device), "series": series}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        print(f"\nplot written to {path} (series: {path.with_suffix('.json')})")
     return 0
 
 

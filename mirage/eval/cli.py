@@ -7,9 +7,15 @@ Example::
     mirage eval --model mirage-tiny --protocol memory --methods latent,shuffled,empty,none,rgb_cache \\
         --scenes 6 --output runs/eval-memory
 
+    mirage eval --model mirage-tiny --protocol memory --variants all --scenes 6 --output runs/eval-ablations
+
 ``--protocol loop`` (default) is the out-and-back protocol seeded with the first frame; ``--protocol memory``
 evaluates held-out memory tasks (:mod:`mirage.data.memory_task`: memory from an earlier pass, 33-frame
 excursions out of view, metrics on the returning frames that need memory, conditioning frame excluded).
+
+``--variants`` runs the ablations of :mod:`mirage.eval.variants` (the full method and each variant, on the same
+clips and seeds; without ``--methods`` only those rows). Every row is also scored for 3D and photometric
+consistency (:mod:`mirage.eval.consistency`; ``--no-consistency`` skips it).
 """
 
 from __future__ import annotations
@@ -35,7 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", default=None,
                         help="out-and-back length: small (9), medium (17), large (33) or an odd 1 + 4k number "
                              "(default: medium for loop, large for memory)")
-    parser.add_argument("--variants", nargs="+", help="memory protocol: excursion variants (default: all)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="ablation rows beside the full method: all, or any of "
+                             "rgb_point_cloud pixel_lift no_dynamic_filter single_stage depth_readout depth_mono "
+                             "depth_noise (space or comma separated)")
+    parser.add_argument("--excursions", nargs="+", default=None,
+                        help="memory protocol: excursion kinds (default: all of turn_out_back walk_and_turn "
+                             "walk_past_occluder)")
+    parser.add_argument("--single-stage-model", help="variant single_stage: a model trained with side branch and "
+                                                     "LoRA together from the start (skipped when absent)")
+    parser.add_argument("--depth-model", help="variant depth_mono: a local Depth Anything directory (else "
+                                              "$MIRAGE_DEPTH_MODEL; skipped when absent)")
+    parser.add_argument("--depth-noise", type=float, nargs="+", default=[0.05, 0.2],
+                        help="variant depth_noise: sigmas of the per-latent-cell log-normal depth noise")
+    parser.add_argument("--no-consistency", action="store_true", help="skip the 3D / photometric consistency scores")
+    parser.add_argument("--consistency-detector", choices=("sift", "orb"), default="sift")
     parser.add_argument("--earlier-frames", type=int, default=16, help="memory protocol: frames of the earlier pass")
     parser.add_argument("--min-needs-memory", type=float, default=None,
                         help="memory protocol: resample a path whose returning frames need memory less than this")
@@ -44,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
     parser.add_argument("--frame-stride", type=int, default=1, help="re10k: take every n-th frame")
     parser.add_argument("--paths", nargs="+", default=["forward", "turn", "orbit"], help="outgoing path kinds")
-    parser.add_argument("--num-dynamic", type=int, default=0, help="moving objects per scene")
+    parser.add_argument("--num-dynamic", type=int, default=None,
+                        help="moving objects per scene (default 0; 1 when the variants include no_dynamic_filter)")
     parser.add_argument("--scene-seed", type=int, help="first scene seed (default: the held-out range)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -70,8 +91,22 @@ def _frames(text: str) -> int:
     return n
 
 
-def _methods(args) -> list[str]:
+def _split_variants(args) -> tuple[list[str], list[str]]:
+    """(ablation names, excursion kinds): excursion kinds given to --variants (its meaning before the ablations)
+    still work, with a warning."""
+    from mirage.data.excursions import VARIANTS as EXCURSIONS
+
+    given = [v for text in (args.variants or []) for v in text.split(",") if v]
+    old = [v for v in given if v in EXCURSIONS]
+    if old:
+        print(f"mirage eval: --variants {' '.join(old)}: excursion kinds moved to --excursions", file=sys.stderr)
+    return [v for v in given if v not in EXCURSIONS], (args.excursions or []) + old
+
+
+def _methods(args, ablations: bool = False) -> list[str]:
     if args.methods is None:
+        if ablations:
+            return []
         return list(MEMORY_METHODS if args.protocol == "memory" else METHODS)
     names = [m for text in args.methods for m in text.split(",") if m]
     unknown = [m for m in names if m not in ALL_METHODS]
@@ -80,11 +115,11 @@ def _methods(args) -> list[str]:
     return names
 
 
-def _memory_tasks(args, frames: int, image_size, seed0: int) -> list:
+def _memory_tasks(args, frames: int, image_size, seed0: int, excursions=None) -> list:
     from mirage.eval.closed_loop import memory_evaluation_tasks
 
     kw = {} if args.min_needs_memory is None else {"min_needs_memory": args.min_needs_memory}
-    return memory_evaluation_tasks(args.scenes, image_size, frames, seed=seed0, variants=args.variants,
+    return memory_evaluation_tasks(args.scenes, image_size, frames, seed=seed0, variants=excursions or None,
                                    earlier_frames=args.earlier_frames, num_dynamic=args.num_dynamic, **kw)
 
 
@@ -104,20 +139,30 @@ def main(args) -> int:
     from mirage.data.synthetic import EVAL_SEED_OFFSET
     from mirage.eval.closed_loop import evaluation_clips
     from mirage.eval.evaluate import evaluate
+    from mirage.eval.consistency import CONSISTENCY_HIGHER_IS_BETTER, CONSISTENCY_METRICS
     from mirage.eval.report import markdown_table
+    from mirage.eval.variants import load_variant_resources, variant_specs
     from mirage.train.export import load_world_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        methods = _methods(args)
+        ablations, excursions = _split_variants(args)
+        specs = variant_specs(ablations, args.depth_noise) if ablations else []
+        methods = _methods(args, ablations=bool(specs))
+        if args.num_dynamic is None:
+            args.num_dynamic = 1 if any(not s.dynamic_filter for s in specs) else 0
         frames = _frames(args.frames or ("large" if args.protocol == "memory" else "medium"))
         if args.protocol == "memory" and args.data != "synthetic":
             raise ValueError("--protocol memory runs on synthetic rooms only (it needs an earlier pass)")
         sizes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k) is not None}
         world_model = load_world_model(args.model, **sizes)
+        specs, resources, skipped = load_variant_resources(specs, world_model, args.single_stage_model,
+                                                           args.depth_model)
+        for name, reason in skipped.items():
+            print(f"mirage eval: variant {name} skipped: {reason}", file=sys.stderr)
         seed0 = EVAL_SEED_OFFSET if args.scene_seed is None else args.scene_seed
         if args.protocol == "memory":
-            clips = _memory_tasks(args, frames, world_model.image_size, seed0)
+            clips = _memory_tasks(args, frames, world_model.image_size, seed0, excursions)
             source = f"memory tasks in synthetic room seeds {seed0}..{seed0 + args.scenes - 1}"
         elif args.data == "re10k":
             clips = _re10k_clips(args, frames, world_model.image_size)
@@ -126,13 +171,21 @@ def main(args) -> int:
             clips = evaluation_clips(args.scenes, frames, world_model.image_size, seed=seed0, paths=args.paths,
                                      num_dynamic=args.num_dynamic)
             source = f"synthetic scene seeds {seed0}..{seed0 + args.scenes - 1}"
+        settings = {"model": str(args.model), "protocol": args.protocol, "data": source,
+                    "moving objects per scene": args.num_dynamic}
+        if args.single_stage_model:
+            settings["single-stage model"] = args.single_stage_model
         out = evaluate(world_model, clips, args.output, methods, num_inference_steps=args.steps, seed=args.seed,
                        gt_depth=not args.estimated_depth, lpips_dir=args.lpips_dir, videos=not args.no_videos,
-                       settings={"model": str(args.model), "protocol": args.protocol, "data": source},
-                       progress=not args.no_progress)
+                       settings=settings, progress=not args.no_progress, variants=specs, variant_resources=resources,
+                       skipped_variants=skipped, consistency=not args.no_consistency,
+                       consistency_detector=args.consistency_detector)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mirage eval: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(out["table"], out["notes"]))
+    if out["consistency"] is not None:
+        print(markdown_table(out["consistency"], out["consistency_notes"], CONSISTENCY_METRICS,
+                             CONSISTENCY_HIGHER_IS_BETTER))
     print(f"written to {args.output}/results.md, results.json" + ("" if args.no_videos else ", videos/"))
     return 0

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["psnr", "ssim", "LPIPSUnavailable", "LPIPSMetric", "load_lpips", "lpips_status"]
+__all__ = ["psnr", "ssim", "ssim_map", "LPIPSUnavailable", "LPIPSMetric", "load_lpips", "lpips_status"]
 
 LPIPS_ENV = "MIRAGE_LPIPS_DIR"
 
@@ -52,6 +52,13 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
          sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """Structural similarity per image (N,): Gaussian window 11 / sigma 1.5, valid filtering (no padding),
     mean over channels and positions, as in Wang et al. 2004 and ``skimage`` with ``gaussian_weights=True``."""
+    return ssim_map(prediction, target, data_range, window_size, sigma, k1, k2).flatten(1).mean(1)
+
+
+def ssim_map(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
+             sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """The local SSIM values behind :func:`ssim`: (N, C, H - window_size + 1, W - window_size + 1) float64; entry
+    (i, j) is the window centred on pixel (i + window_size // 2, j + window_size // 2) (valid filtering)."""
     x, y = _as_batch(prediction, target, "ssim")
     if min(x.shape[-2:]) < window_size:
         raise ValueError(f"ssim: images of {tuple(x.shape[-2:])} are smaller than the {window_size}-pixel window")
@@ -70,7 +77,7 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).flatten(1).mean(1)
+    return num / den
 
 
 class LPIPSUnavailable(RuntimeError):

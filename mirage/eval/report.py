@@ -21,27 +21,35 @@ HIGHER_IS_BETTER = {"PSNR": True, "SSIM": True, "LPIPS": False, "PSNR_C": True, 
                     "PSNR_self": True}
 
 
-def summarize(per_clip: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """{method: {clip: {metric: value}}} -> {method: {metric: mean over clips}} (NaN if skipped everywhere)."""
+def summarize(per_clip: dict[str, dict[str, dict[str, float]]], metrics: Sequence[str] | None = None
+              ) -> dict[str, dict[str, float]]:
+    """{method: {clip: {metric: value}}} -> {method: {metric: mean over clips}} (NaN if skipped everywhere);
+    ``metrics`` default :data:`METRICS`."""
     table = {}
     for method, clips in per_clip.items():
         row = {}
-        for metric in METRICS:
+        for metric in metrics or METRICS:
             vals = [c[metric] for c in clips.values() if metric in c and not math.isnan(c[metric])]
             row[metric] = float(np.mean(vals)) if vals else float("nan")
         table[method] = row
     return table
 
 
-def markdown_table(table: dict[str, dict[str, float]], notes: Sequence[str] = ()) -> str:
-    arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in METRICS}
-    lines = ["| method | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
+def markdown_table(table: dict[str, dict[str, float]], notes: Sequence[str] = (), metrics: Sequence[str] | None = None,
+                   higher_is_better: dict[str, bool] | None = None, label: str = "method") -> str:
+    """One row per method, one column per metric (default :data:`METRICS`); PSNR-like and pixel metrics with
+    two decimals, the rest with four; then the notes as a list."""
+    metrics = tuple(metrics or METRICS)
+    directions = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
+    arrows = {m: ("↑" if directions[m] else "↓") if m in directions else "" for m in metrics}
+    lines = [f"| {label} | " + " | ".join(f"{m} {arrows[m]}".strip() for m in metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
     for method, row in table.items():
         cells = []
-        for m in METRICS:
+        for m in metrics:
             v = row.get(m, float("nan"))
-            cells.append("n/a" if math.isnan(v) else (f"{v:.2f}" if "PSNR" in m else f"{v:.4f}"))
+            two = "PSNR" in m or m.endswith("_px") or m == "matches"
+            cells.append("n/a" if math.isnan(v) else (f"{v:.2f}" if two else f"{v:.4f}"))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
     if notes:
@@ -49,11 +57,19 @@ def markdown_table(table: dict[str, dict[str, float]], notes: Sequence[str] = ()
     return out
 
 
-def write_report(directory: str | os.PathLike, per_clip: dict, settings: dict, notes: Sequence[str] = ()) -> dict:
-    """Write ``results.json`` (settings, table, per-clip values) and ``results.md``; returns the table."""
+def write_report(directory: str | os.PathLike, per_clip: dict, settings: dict, notes: Sequence[str] = (),
+                 consistency: dict | None = None, consistency_notes: Sequence[str] = ()) -> dict:
+    """Write ``results.json`` (settings, table, per-clip values) and ``results.md``; returns the table.
+
+    consistency: {row: {clip: {metric: value}}} of :mod:`mirage.eval.consistency` (rows may include "ground
+    truth"): a second table, ``consistency`` / ``consistency_per_clip`` in the JSON and a section in the markdown.
+    """
+    from mirage.eval.consistency import CONSISTENCY_HIGHER_IS_BETTER, CONSISTENCY_METRICS
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     table = summarize(per_clip)
+    consistency_table = summarize(consistency, CONSISTENCY_METRICS) if consistency else None
 
     def clean(x):
         if isinstance(x, float) and math.isnan(x):
@@ -62,11 +78,18 @@ def write_report(directory: str | os.PathLike, per_clip: dict, settings: dict, n
             return {k: clean(v) for k, v in x.items()}
         return x
 
+    out = {"settings": settings, "table": clean(table), "per_clip": clean(per_clip), "notes": list(notes)}
+    if consistency_table is not None:
+        out |= {"consistency": clean(consistency_table), "consistency_per_clip": clean(consistency),
+                "consistency_notes": list(consistency_notes)}
     with open(directory / "results.json", "w") as f:
-        json.dump({"settings": settings, "table": clean(table), "per_clip": clean(per_clip), "notes": list(notes)},
-                  f, indent=2)
+        json.dump(out, f, indent=2)
     header = "# mirage eval\n\n" + "\n".join(f"- {k}: {v}" for k, v in settings.items()) + "\n\n"
-    (directory / "results.md").write_text(header + markdown_table(table, notes))
+    text = header + markdown_table(table, notes)
+    if consistency_table is not None:
+        text += "\n## Consistency\n\n" + markdown_table(consistency_table, consistency_notes, CONSISTENCY_METRICS,
+                                                          CONSISTENCY_HIGHER_IS_BETTER)
+    (directory / "results.md").write_text(text)
     return table
 
 
