@@ -12,6 +12,7 @@ module                 owns
 ``readout``            the one z-buffered readout path shared by both memories
 ``io``                 safetensors save / load (atomic), PLY write / read
 ``export``             display colours: PCA basis (fixed per memory), subsampling
+``pixel_lift``         :class:`PixelLiftMemory`: the paper's "feature upsample, pixel lift" ablation
 =====================  ==========================================================================
 
 The z-buffer itself is :mod:`mirage.ops.zbuffer`.
@@ -24,6 +25,7 @@ from mirage.memory.latent import LatentSpatialMemory
 from mirage.memory.lifting import check_frames, check_grid_sizes, lift_frames, pool_colors, pool_depth
 from mirage.memory.protocol import Encoder, Readout, SpatialMemory
 from mirage.memory.readout import read_points
+from mirage.memory.pixel_lift import PixelLiftMemory
 from mirage.memory.rgb import RGBPointCloudMemory
 from mirage.memory.store import NEUTRAL_GREY, PointStore, voxel_keys
 
@@ -33,6 +35,7 @@ __all__ = [
     "Encoder",
     "LatentSpatialMemory",
     "RGBPointCloudMemory",
+    "PixelLiftMemory",
     "PointMemory",
     "PointStore",
     "NEUTRAL_GREY",

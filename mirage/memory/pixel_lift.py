@@ -25,7 +25,7 @@ from mirage.memory.base import PointMemory
 from mirage.memory.lifting import check_frames, check_grid_sizes, check_rgb, lift_frames, pool_depth, to_uint8_colors
 from mirage.memory.protocol import Encoder, Readout
 from mirage.memory.readout import check_views, read_points
-from mirage.ops.zbuffer import rasterize
+from mirage.ops import rasterize
 
 __all__ = ["PixelLiftMemory", "upsample_latents", "pool_features"]
 
