@@ -1,0 +1,43 @@
+"""mirage_ros.dds: the Fast DDS profile is loaded unless the user chose one or another middleware (no rclpy)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from mirage_ros import dds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sets_both_variables_when_nothing_is_chosen():
+    env = {}
+    line = dds.use_large_data_profile(env)
+    profile = dds.find_profile()
+    assert profile is not None and profile.name == "fastdds_large_data.xml"
+    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile)}
+    assert line.startswith("DDS: loading") and dds.decision == line
+    assert dds.use_large_data_profile(env).startswith("DDS: using")  # a second call in the same process
+
+
+def test_keeps_a_users_profile_and_other_middlewares():
+    env = {"FASTDDS_DEFAULT_PROFILES_FILE": "/opt/my_profile.xml"}
+    assert "set by the user" in dds.use_large_data_profile(env) and env == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": "/opt/my_profile.xml"}
+    env = {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
+    line = dds.use_large_data_profile(env)
+    assert "does not apply" in line and "Large images over DDS" in line and set(env) == {"RMW_IMPLEMENTATION"}
+    env = {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}
+    assert dds.use_large_data_profile(env).startswith("DDS: loading")
+
+
+def test_the_profile_has_a_large_segment_and_keeps_udp():
+    root = ET.parse(ROOT / "config" / "fastdds_large_data.xml").getroot()
+    ns = {"d": "http://www.eprosima.com"}
+    shm = [t for t in root.iterfind(".//d:transport_descriptor", ns) if t.findtext("d:type", namespaces=ns) == "SHM"]
+    assert len(shm) == 1 and int(shm[0].findtext("d:segment_size", namespaces=ns)) >= 32 * 2**20
+    types = {t.findtext("d:type", namespaces=ns) for t in root.iterfind(".//d:transport_descriptor", ns)}
+    assert types == {"SHM", "UDPv4"}
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
