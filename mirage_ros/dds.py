@@ -7,10 +7,11 @@ segment. Fast DDS reads the profile when a process creates its first participant
 :func:`use_large_data_profile` runs before ``rclpy.init`` in every mirage_ros process (:mod:`mirage_ros.run` calls
 it), and the camera driver's process needs it too (the segment belongs to the writer).
 
-It sets ``FASTDDS_DEFAULT_PROFILES_FILE`` (Fast DDS 3, ROS 2 Kilted and later) and ``FASTRTPS_DEFAULT_PROFILES_FILE``
-(Fast DDS 2, Humble / Jazzy) unless the user already set either, and only when the RMW is Fast DDS
-(``RMW_IMPLEMENTATION`` unset or ``rmw_fastrtps_*``). What it decided is kept in :data:`decision` for the
-nodes to log.
+It sets ``FASTDDS_DEFAULT_PROFILES_FILE`` (read by Fast DDS 3: ROS 2 Kilted and later, and the PyPI wheels) and,
+where ``ROS_DISTRO`` names a distribution that ships Fast DDS 2 (Humble, Iron, Jazzy),
+``FASTRTPS_DEFAULT_PROFILES_FILE`` (the only name Fast DDS 2 reads; Fast DDS 3 warns that it is deprecated),
+unless the user already set either, and only when the RMW is Fast DDS (``RMW_IMPLEMENTATION`` unset or
+``rmw_fastrtps_*``). What it decided is kept in :data:`decision` for the nodes to log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = ["PROFILE_NAME", "PROFILE_VARIABLES", "find_profile", "use_large_data_
 PROFILE_NAME = "fastdds_large_data.xml"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 FASTDDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
+FASTDDS2_DISTROS = ("humble", "iron", "jazzy")  # Fast DDS 2.x: reads FASTRTPS_DEFAULT_PROFILES_FILE only
 
 decision = ""  # the last line use_large_data_profile() returned ("" before it ran)
 
@@ -59,7 +61,8 @@ def use_large_data_profile(environ: dict | None = None) -> str:
             line = (f"DDS: {PROFILE_NAME} not found (install the package or run from the repository); Fast DDS keeps "
                     "its 512 KB shared-memory segment and loses large images between processes")
         else:
-            for name in PROFILE_VARIABLES:
+            fast_dds_2 = env.get("ROS_DISTRO", "").lower() in FASTDDS2_DISTROS
+            for name in PROFILE_VARIABLES if fast_dds_2 else PROFILE_VARIABLES[:1]:
                 env[name] = str(profile)
             line = f"DDS: loading {profile} (FASTDDS_DEFAULT_PROFILES_FILE): 64 MiB shared-memory segment for images"
     decision = line

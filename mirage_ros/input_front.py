@@ -93,7 +93,9 @@ class InputFront:
 
         for key, msg_type in (("rgb", Image), ("depth", Image), ("info", CameraInfo)):
             topic = camera.topics[key]
-            callback = (lambda m, c=camera, k=key: self._offer(c, k, m))
+            def callback(msg, camera=camera, key=key):
+                self._offer(camera, key, msg)
+
             lost = SubscriptionEventCallbacks(
                 message_lost=lambda info, t=topic: self.health.message_lost(t, int(info.total_count_change)))
             try:

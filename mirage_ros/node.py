@@ -2,17 +2,19 @@
 
 Wiring only: parameters (:mod:`~mirage_ros.params`), subscriptions, publishers, timers, services and the
 action (:mod:`~mirage_ros.action_server`). The logic is rclpy-free in :mod:`mirage_ros.core`: the ingest
-(:class:`~mirage_ros.core.ingest.FrameIngestor` with its pose hold), the queue and its worker, the goals
+(:class:`~mirage_ros.core.ingest.FrameIngestor` with its pose hold), the queues and their workers, the goals
 (:class:`~mirage_ros.core.goals.GoalRunner`), the memory with its one lock
 (:class:`~mirage_ros.core.memory_holder.MemoryHolder`), the cache directory and the input health; the maths is the
 library's (:mod:`mirage`).
 
 Threads: the input (every camera's rgb / depth / camera_info and /tf) lives on a second rclpy node spun by a
 SingleThreadedExecutor in its own thread (:mod:`~mirage_ros.input_front`); its callbacks only pair messages and
-push into a bounded keep-latest queue. One worker thread poses (a set whose TF is late waits up to ``tf_hold``),
-encodes and inserts. This node's services, timers and the action server run on the caller's multi-threaded
-executor, the action in a reentrant callback group, so cancel requests and services are served while a rollout
-runs. Who may touch the memory when is written down once, in :mod:`mirage_ros.core.memory_holder`.
+push into a bounded keep-latest queue. One worker thread poses every set (a set whose TF is late waits up to
+``tf_hold``) and picks keyframes; a second one encodes and inserts them behind a keep-latest queue of
+``ingest_queue_size``, so a slow model drops stale keyframe candidates, never the poses in between. This node's
+services, timers and the action server run on the caller's multi-threaded executor, the action in a reentrant
+callback group, so cancel requests and services are served while a rollout runs. Who may touch the memory when is
+written down once, in :mod:`mirage_ros.core.memory_holder`.
 
 Topics (relative, remappable): subscribes per camera ``rgb/image``, ``depth/image``, ``rgb/camera_info`` (the
 ``cameras`` parameter; one camera with these names by default), ``/tf``, ``/tf_static``; publishes
@@ -58,6 +60,7 @@ from mirage_ros.tf_buffer import ExtrapolationError, TransformBuffer
 __all__ = ["MirageNode", "main"]
 
 HOLD_PER_CAMERA = 16        # sets one camera may have waiting for TF (0.2 s at 30 Hz is 6)
+POSE_QUEUE_PER_CAMERA = 8   # sets one camera may have waiting to be posed (posing takes well under a millisecond)
 QUIET_WARNING_MAX = 300.0   # s: the "no synced input" warning backs off up to this interval
 
 
@@ -97,14 +100,19 @@ class MirageNode(Node):
         # ---------------------------------------------------------------- TF and input
         self.tf = TransformBuffer(cache_time=max(10.0, 4 * p.input_timeout))
         self.hold: PoseHold = PoseHold(p.tf_hold, capacity=HOLD_PER_CAMERA * len(self.camera_configs))
+        # two stages: every set is posed and judged (cheap), only keyframe candidates queue for the encoder
+        self.encode_queue: KeepLatestQueue[tuple] = KeepLatestQueue(p.ingest_queue_size)
         self.ingestor = FrameIngestor(self.world_model, self.holder, self._lookup_now, p.world_frame,
                                       self.image_size, p.keyframe_translation, p.keyframe_rotation_deg,
-                                      hold=self.hold, retryable=_pose_may_arrive)
-        self.queue: KeepLatestQueue[FramePair] = KeepLatestQueue(p.ingest_queue_size)
+                                      hold=self.hold, retryable=_pose_may_arrive, encoder=self.encode_queue.put)
+        self.queue: KeepLatestQueue[FramePair] = KeepLatestQueue(POSE_QUEUE_PER_CAMERA)
         self.health = InputHealth()
         self.input = self._start_input()
-        self.worker = IngestWorker(self.queue, self.ingestor.offer, self._on_ingest_error,
-                                   idle=self.ingestor.retry_held, pending=lambda: len(self.hold)).start()
+        self.encoder = IngestWorker(self.encode_queue, self.ingestor.encode, self._on_ingest_error,
+                                    name="mirage-encode").start()
+        self.worker = IngestWorker(self.queue, self.ingestor.offer, self._on_ingest_error, name="mirage-pose",
+                                   idle=self.ingestor.retry_held,
+                                   pending=lambda: len(self.hold) + self.encode_queue.unfinished()).start()
 
         # ---------------------------------------------------------------- outputs
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -207,7 +215,7 @@ class MirageNode(Node):
         st = self.ingestor.stats
         return dict(paired=self.input.paired, frames_in=st.frames_in,
                     keyframes=st.keyframes, skipped=st.frames_skipped, no_pose=st.frames_dropped_tf,
-                    rejected=st.frames_rejected, queue_dropped=self.queue.dropped)
+                    rejected=st.frames_rejected, queue_dropped=self.queue.dropped + self.encode_queue.dropped)
 
     def _check_input(self) -> None:
         now = time.monotonic()
@@ -231,7 +239,7 @@ class MirageNode(Node):
             f"input stopped ({quiet:.1f} s without a synced set: the bag ended or the camera went quiet); it brought "
             f"{d['paired']} rgb/depth/camera_info sets: {d['keyframes']} keyframes inserted, {d['skipped']} not "
             f"keyframes, {d['no_pose']} without a pose, {d['rejected']} rejected, {d['queue_dropped']} dropped as "
-            f"stale by the queue; memory {len(self.holder.memory)} points")
+            f"stale by the queues; memory {len(self.holder.memory)} points")
 
     def _warn_no_input(self, now: float, quiet: float) -> None:
         if now - self._warned_at < self._warn_interval:
@@ -343,6 +351,7 @@ class MirageNode(Node):
     # ==================================================================================== lifecycle
     def destroy_node(self):
         self.worker.stop()
+        self.encoder.stop()
         self.input.destroy()
         return super().destroy_node()
 

@@ -325,7 +325,8 @@ class GoalRunner:
         return GoalOutcome(ABORTED, message, np.zeros((0,)), empty)
 
     # -------------------------------------------------------------------------------- coverage
-    def query_coverage(self, poses: Sequence, body_frame: str = "", camera: str = "") -> tuple[list[float], list[float]]:
+    def query_coverage(self, poses: Sequence, body_frame: str = "",
+                       camera: str = "") -> tuple[list[float], list[float]]:
         """"Have we seen this?": (fraction of latent cells filled, mean depth there) per PoseStamped, from the
         observed memory as it is now (no lock: a read), imagined with camera ``camera`` (a name or an optical
         frame; empty: the last posed). Raises GoalError / ValueError for poses that cannot be resolved."""

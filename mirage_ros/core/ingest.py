@@ -13,7 +13,10 @@ the front camera's keyframes).
 
 Two entry points: :meth:`FrameIngestor.process` (a blocking lookup, ``mirage build-cache``) and
 :meth:`FrameIngestor.offer` + :meth:`FrameIngestor.retry_held` (the node): a set whose pose is not there yet waits
-in a bounded :class:`~mirage_ros.core.tf_hold.PoseHold` instead of being dropped.
+in a bounded :class:`~mirage_ros.core.tf_hold.PoseHold` instead of being dropped. In the node, posing and encoding
+are two stages: every set is checked, posed and judged (cheap: headers and TF only) as it arrives, and only keyframe
+candidates go on to ``encoder`` (a keep-latest queue in front of the thread that calls :meth:`FrameIngestor.encode`),
+so a slow model drops stale keyframe candidates, never the poses of the frames in between.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ class IngestStats:
     frames_held: int = 0        # had to wait in the hold for their pose (posed later or expired)
     frames_expired_tf: int = 0  # waited the whole hold and found no pose (counted in frames_dropped_tf too)
     frames_rejected: int = 0    # bad input (encoding, sizes, intrinsics, ...)
-    frames_skipped: int = 0     # not a keyframe
+    frames_posed: int = 0       # found their pose (at once or after waiting)
+    frames_skipped: int = 0     # posed, not a keyframe (also a candidate that stopped being one while it queued)
     keyframes: int = 0          # inserted into the memory
     last_insert_latency: float = 0.0       # seconds from arrival to the end of the insert
     latencies: list[float] = field(default_factory=list)  # recent latencies (bounded)
@@ -149,7 +153,9 @@ class FrameIngestor:
     ``lookup(target, source, stamp_ns) -> (4, 4)`` gives transforms and raises when it has none (stamps stay
     integer nanoseconds); ``retryable(exc) -> bool`` says whether such a failure may go away by waiting (default:
     always). ``image_size`` (h, w) defaults to the model's. ``hold``: where :meth:`offer` parks sets whose pose
-    is not there yet (None: they are dropped at once).
+    is not there yet (None: they are dropped at once). ``encoder(candidate, camera)``: where :meth:`offer` and
+    :meth:`retry_held` hand keyframe candidates (e.g. a keep-latest queue's ``put``; another thread then calls
+    :meth:`encode`); None encodes them at once.
 
     :meth:`process` raises ValueError for bad input (nothing is inserted), :class:`TransformUnavailable` when the
     pose is missing, and returns True for an inserted keyframe, False for a skipped frame. :meth:`offer` does the
@@ -160,7 +166,8 @@ class FrameIngestor:
     def __init__(self, world_model, holder, lookup: Lookup, world_frame: str, image_size: tuple[int, int] | None = None,
                  keyframe_translation: float = 0.1, keyframe_rotation_deg: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, hold: PoseHold | None = None,
-                 retryable: Callable[[BaseException], bool] | None = None):
+                 retryable: Callable[[BaseException], bool] | None = None,
+                 encoder: Callable[[tuple, str], Any] | None = None):
         self.world_model = world_model
         self.holder = holder
         self.lookup = lookup
@@ -174,6 +181,7 @@ class FrameIngestor:
         self.clock = clock
         self.cameras = CameraTable()
         self.hold = hold
+        self.encoder = encoder
 
     @property
     def camera_frame(self) -> str:
@@ -245,16 +253,29 @@ class FrameIngestor:
                 f"no transform {self.world_frame} <- {frame_id} at t={stamp / NS_PER_SECOND:.3f} s: {exc}",
                 retry=bool(self.retryable(exc))) from None
 
-    def _insert(self, pair: FramePair, checked, c2w: np.ndarray) -> bool:
-        """Steps 3-5: keyframe? -> decode -> fit -> observe. Pixels are decoded only for keyframes."""
+    def _select(self, pair: FramePair, checked, c2w: np.ndarray) -> bool:
+        """Step 3: record the camera, keyframe? (per camera). True for a keyframe candidate."""
         frame_id, stamp, K, size = checked
+        self.stats.frames_posed += 1
         self.cameras.record(CameraModel(frame_id, K, size, stamp, pair.camera))
-        # 3. keyframe? (per camera)
+        if not self.selector(pair.camera or frame_id).is_keyframe(c2w):
+            self.stats.frames_skipped += 1
+            return False
+        return True
+
+    def encode(self, candidate: tuple) -> bool:
+        """Steps 4-5 for a keyframe candidate ``(pair, checked, c2w)``: still a keyframe? -> decode -> fit -> observe.
+
+        Returns True when inserted, False when an earlier candidate of its camera went in meanwhile and this one is no
+        longer a keyframe. ValueError for unusable pixels or a frame the model refuses (the memory is unchanged).
+        """
+        pair, checked, c2w = candidate
+        frame_id, _, K, _ = checked
         selector = self.selector(pair.camera or frame_id)
         if not selector.is_keyframe(c2w):
             self.stats.frames_skipped += 1
             return False
-        # 4. pixels, fitted to the model's size
+        # 4. pixels, fitted to the model's size (decoded only for keyframes)
         try:
             rgb, depth = self.convert(pair)
         except ValueError as exc:
@@ -272,19 +293,29 @@ class FrameIngestor:
         self.stats.record_latency(self.clock() - pair.arrival)
         return True
 
+    def _insert(self, pair: FramePair, checked, c2w: np.ndarray) -> bool | None:
+        """Steps 3-5 (None: the candidate went to the encoder)."""
+        if not self._select(pair, checked, c2w):
+            return False
+        if self.encoder is not None:
+            self.encoder((pair, checked, c2w), pair.camera or checked[0])
+            return None
+        return self.encode((pair, checked, c2w))
+
     # ------------------------------------------------------------------------------------------ entry points
     def process(self, pair: FramePair) -> bool:
-        """Check -> pose at the stamp -> keyframe? -> decode -> fit -> observe (see the class docstring)."""
+        """Check -> pose at the stamp -> keyframe? -> decode -> fit -> observe, all at once (class docstring)."""
         checked = self._checked(pair)
         try:
             c2w = self._pose(checked)
         except TransformUnavailable:
             self.stats.frames_dropped_tf += 1
             raise
-        return self._insert(pair, checked, c2w)
+        return self._select(pair, checked, c2w) and self.encode((pair, checked, c2w))
 
     def offer(self, pair: FramePair) -> bool | None:
-        """Like :meth:`process`, but a set whose pose is not available yet waits in the hold (returns None).
+        """Like :meth:`process`, but a set whose pose is not available yet waits in the hold, and a keyframe
+        candidate goes to ``encoder`` when there is one (both return None).
 
         Raises TransformUnavailable for a set that cannot wait (no hold, a stamp too old for the TF buffer, or the
         oldest held set pushed out of a full hold: then that set is named).

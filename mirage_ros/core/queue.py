@@ -98,6 +98,11 @@ class KeepLatestQueue(Generic[T]):
         with self._cond:
             return len(self._items)
 
+    def unfinished(self) -> int:
+        """Items queued or taken and not yet marked done."""
+        with self._cond:
+            return len(self._items) + self._in_flight
+
 
 class IngestWorker:
     """A thread that turns queued frames into memory inserts.
@@ -106,7 +111,8 @@ class IngestWorker:
     (None when the frame was dropped or held). Exceptions are caught and passed to ``on_error`` so one bad frame
     never stops the worker. ``idle() -> [(item, exception), ...]`` runs after every item, on every
     :meth:`KeepLatestQueue.wake` and at least every ``tick`` seconds (retrying held sets; what it returns goes to
-    ``on_error``); ``pending() -> int`` counts items it still owes (held sets), for :meth:`wait_idle`.
+    ``on_error``); ``pending() -> int`` counts work still owed (held sets, keyframes queued for the encoder stage),
+    for :meth:`wait_idle`.
     """
 
     def __init__(self, queue: KeepLatestQueue, process: Callable[[Any], Any],

@@ -1,4 +1,4 @@
-"""mirage_ros.core.cache_files: save / load names stay inside cache_directory; each refusal says why, touches nothing."""
+"""mirage_ros.core.cache_files: save / load names stay inside cache_directory; a refusal says why, creates nothing."""
 
 from __future__ import annotations
 

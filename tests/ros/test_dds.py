@@ -10,14 +10,17 @@ from mirage_ros import dds
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sets_both_variables_when_nothing_is_chosen():
+def test_sets_the_profile_variable_when_nothing_is_chosen():
     env = {}
     line = dds.use_large_data_profile(env)
     profile = dds.find_profile()
     assert profile is not None and profile.name == "fastdds_large_data.xml"
-    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile)}
+    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}  # Fast DDS 3 (Kilted, the wheels)
     assert line.startswith("DDS: loading") and dds.decision == line
     assert dds.use_large_data_profile(env).startswith("DDS: using")  # a second call in the same process
+    env = {"ROS_DISTRO": "jazzy"}  # Fast DDS 2 reads only the old name
+    dds.use_large_data_profile(env)
+    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(profile)
 
 
 def test_keeps_a_users_profile_and_other_middlewares():

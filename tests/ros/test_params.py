@@ -78,7 +78,7 @@ def test_launch_file_declares_the_arguments_and_rviz_matches_the_node():
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
     assert {"use_sim_time", "namespace", "params_file", "rgb_topic", "depth_topic", "camera_info_topic", "rviz",
-            "log_level", "bag"} <= declared
+            "log_level", "bag", "bag_wait"} <= declared
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     rviz = yaml.safe_load((ROOT / "config" / "mirage.rviz").read_text())["Visualization Manager"]
     assert rviz["Global Options"]["Fixed Frame"] == NodeParams.defaults().world_frame
