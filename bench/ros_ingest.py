@@ -96,7 +96,8 @@ def without_profile() -> str:
 
     path = os.path.join(tempfile.mkdtemp(prefix="mirage_bench_"), "fastdds_defaults.xml")
     with open(path, "w") as f:
-        f.write('<?xml version="1.0" encoding="UTF-8" ?>\n<dds xmlns="http://www.eprosima.com"><profiles/></dds>\n')
+        f.write('<?xml version="1.0" encoding="UTF-8" ?>\n<dds xmlns="http://www.eprosima.com"><profiles>'
+                '<participant profile_name="fastdds_defaults"/></profiles></dds>\n')  # not a default profile
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = path
     return path
 

@@ -4,8 +4,12 @@ Layout (what imports rclpy is marked; everything else runs without a ROS graph):
 
     node.py           [rclpy] the ``mirage`` node: wiring only (parameters, subscriptions, publishers, timers,
                       services); action_server.py [rclpy] ImagineTrajectory glue; params.py the parameter table
-    core/             the node's logic, rclpy-free: ingest, queue, goals (GoalRunner), goal_poses,
-                      memory_holder (the one lock), model_loading
+    input_front.py    [rclpy] every camera's input and TF on their own node and SingleThreadedExecutor thread
+    imagined_output.py [rclpy] imagined frames with their TF, Path and observed masks
+    dds.py            the Fast DDS profile for large images, loaded before rclpy initialises
+    core/             the node's logic, rclpy-free: ingest, tf_hold (frames waiting for their pose), queue, goals
+                      (GoalRunner), goal_poses, memory_holder (the one lock), model_loading, cache_files,
+                      input_health
     conversions/      messages <-> numpy by family: time (the one stamp reader / writer), image, camera_info,
                       pointcloud, transform
     tf_buffer.py      TF at a stamp; sync.py approximate-time pairing

@@ -53,7 +53,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("keyframe_translation", 0.10, "Insert a keyframe after the camera moved this far (m).", 0.0, 100.0),
     ParamSpec("keyframe_rotation_deg", 10.0, "Insert a keyframe after the camera turned this far (degrees).", 0.0, 180.0),
     ParamSpec("sync_slop", 0.02, "Largest rgb/depth stamp difference paired as one frame (s).", 0.0, 1.0),
-    ParamSpec("tf_timeout", 0.05, "How long to wait for the camera pose at a frame's stamp (s).", 0.0, 5.0),
+    ParamSpec("tf_timeout", 0.05, "How long goal and coverage lookups wait for a transform (s); input frames wait "
+              "for their pose in the hold instead (tf_hold).", 0.0, 5.0),
     ParamSpec("ingest_queue_size", 1, "Frames waiting for the encoder; the oldest is dropped when full.", 1, 100, 1),
     ParamSpec("input_qos", "sensor_data", "QoS of the image inputs.", choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of the image subscriptions.", 1, 100, 1),
