@@ -27,6 +27,7 @@ FASTDDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
 FASTDDS2_DISTROS = ("humble", "iron", "jazzy")  # Fast DDS 2.x: reads FASTRTPS_DEFAULT_PROFILES_FILE only
 
 decision = ""  # the last line use_large_data_profile() returned ("" before it ran)
+_applied = ""  # the profile path this process set (a second call keeps the first decision)
 
 
 def find_profile() -> Path | None:
@@ -43,7 +44,7 @@ def find_profile() -> Path | None:
 def use_large_data_profile(environ: dict | None = None) -> str:
     """Point Fast DDS at the shipped profile unless the user chose otherwise; returns (and keeps in
     :data:`decision`) one line saying what was done. ``environ`` defaults to ``os.environ`` (tests pass a dict)."""
-    global decision
+    global decision, _applied
     env = os.environ if environ is None else environ
     rmw = env.get("RMW_IMPLEMENTATION", "")
     given = next((name for name in PROFILE_VARIABLES if env.get(name)), None)
@@ -51,8 +52,10 @@ def use_large_data_profile(environ: dict | None = None) -> str:
         line = (f"DDS: RMW_IMPLEMENTATION={rmw}, so the Fast DDS profile {PROFILE_NAME} does not apply; for images "
                 "above ~0.5 MB between processes give that middleware a large shared-memory or socket buffer "
                 "(README: 'Large images over DDS')")
+    elif given and _applied and env[given] == _applied:
+        return decision  # set by an earlier call in this process
     elif given and env[given] == str(find_profile()):
-        line = f"DDS: using {env[given]} ({given}): 64 MiB shared-memory segment for images"
+        line = f"DDS: using {env[given]} ({given}, set before this process started): 64 MiB shared-memory segment"
     elif given:
         line = f"DDS: {given}={env[given]} was set by the user; keeping it (mirage's {PROFILE_NAME} is not loaded)"
     else:
@@ -64,6 +67,7 @@ def use_large_data_profile(environ: dict | None = None) -> str:
             fast_dds_2 = env.get("ROS_DISTRO", "").lower() in FASTDDS2_DISTROS
             for name in PROFILE_VARIABLES if fast_dds_2 else PROFILE_VARIABLES[:1]:
                 env[name] = str(profile)
+            _applied = str(profile)
             line = f"DDS: loading {profile} (FASTDDS_DEFAULT_PROFILES_FILE): 64 MiB shared-memory segment for images"
     decision = line
     return line

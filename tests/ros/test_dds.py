@@ -5,9 +5,18 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from mirage_ros import dds
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def keep_process_state(monkeypatch):
+    """These tests pass their own environments; the process's own decision stays as it was."""
+    monkeypatch.setattr(dds, "decision", dds.decision)
+    monkeypatch.setattr(dds, "_applied", dds._applied)
 
 
 def test_sets_the_profile_variable_when_nothing_is_chosen():
@@ -17,7 +26,10 @@ def test_sets_the_profile_variable_when_nothing_is_chosen():
     assert profile is not None and profile.name == "fastdds_large_data.xml"
     assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}  # Fast DDS 3 (Kilted, the wheels)
     assert line.startswith("DDS: loading") and dds.decision == line
-    assert dds.use_large_data_profile(env).startswith("DDS: using")  # a second call in the same process
+    assert dds.use_large_data_profile(env) == line  # a second call in the same process keeps the decision
+    assert dds.use_large_data_profile(dict(env)).startswith("DDS: loading")
+    dds._applied = ""  # a process started with our profile already in its environment (launch, demo.sh)
+    assert dds.use_large_data_profile(env).startswith("DDS: using")
     env = {"ROS_DISTRO": "jazzy"}  # Fast DDS 2 reads only the old name
     dds.use_large_data_profile(env)
     assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(profile)
