@@ -7,10 +7,15 @@
         depth_topic:=/camera/aligned_depth_to_color/image_raw camera_info_topic:=/camera/color/camera_info
 
 Arguments: use_sim_time, namespace, params_file, rgb_topic, depth_topic, camera_info_topic, rviz, rviz_config,
-log_level, synthetic, bag, bag_rate.
+log_level, synthetic, bag, bag_rate, bag_wait.
 
 RViz gets a copy of ``rviz_config`` whose topics follow the namespace and the topic remaps (and whose fixed frame
 is the params file's ``world_frame``); ``rviz:=true`` where rviz2 is not installed warns and starts the rest.
+
+Large images over DDS: unless FASTDDS_DEFAULT_PROFILES_FILE (or FASTRTPS_DEFAULT_PROFILES_FILE) is already set, or
+RMW_IMPLEMENTATION names another middleware, every process started here gets the package's
+config/fastdds_large_data.xml (a 64 MiB shared-memory segment; Fast DDS's default 512 KB loses 640x480 RGB-D
+between processes). A camera driver started elsewhere needs the same variable: see the README.
 """
 
 import os
@@ -18,26 +23,50 @@ import tempfile
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node, PushRosNamespace
+
+
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def _fastdds_profile(context):
+    """Load the large-data Fast DDS profile in every process of this launch, unless the user chose otherwise."""
+    rmw = os.environ.get("RMW_IMPLEMENTATION", "")
+    if rmw and not rmw.startswith("rmw_fastrtps"):
+        return [LogInfo(msg=f"mirage: RMW_IMPLEMENTATION={rmw}; the Fast DDS profile does not apply (README: "
+                            "'Large images over DDS')")]
+    given = next((name for name in PROFILE_VARIABLES if os.environ.get(name)), None)
+    if given:
+        return [LogInfo(msg=f"mirage: keeping the user's {given}={os.environ[given]}")]
+    profile = os.path.join(get_package_share_directory("mirage_ros"), "config", "fastdds_large_data.xml")
+    # Fast DDS 2 (Humble, Iron, Jazzy) reads only the old name; Fast DDS 3 warns about it
+    fast_dds_2 = os.environ.get("ROS_DISTRO", "") in ("humble", "iron", "jazzy")
+    names = PROFILE_VARIABLES if fast_dds_2 else PROFILE_VARIABLES[:1]
+    return [SetEnvironmentVariable(name, profile) for name in names] + [
+        LogInfo(msg=f"mirage: FASTDDS_DEFAULT_PROFILES_FILE={profile} for every process of this launch (load it in "
+                    "your camera driver too)")]
 
 
 def _bag_replay(context):
     bag = LaunchConfiguration("bag").perform(context)
     if not bag:
         return []
-    remaps = []
+    remaps, wait_for = [], ["--wait-for", "/tf", "--wait-for", "/tf_static"]
     for key, recorded in (("rgb_topic", "/rgb/image"), ("depth_topic", "/depth/image"),
                           ("camera_info_topic", "/rgb/camera_info")):
         topic = LaunchConfiguration(key).perform(context)
         namespace = LaunchConfiguration("namespace").perform(context).strip("/")
         target = topic if topic.startswith("/") else "/" + "/".join(p for p in (namespace, topic) if p)
         remaps += ["--remap", f"{recorded}:={target}"]
+        wait_for += ["--wait-for", target]
+    # The replay holds the bag until the node's input subscriptions match (the node loads its model first: seconds),
+    # at most bag_wait seconds, and prints when it starts and what nobody hears.
     return [ExecuteProcess(
         cmd=["python3", "-m", "mirage_ros.bags.replay", bag, "--rate", LaunchConfiguration("bag_rate").perform(context),
-             *remaps],
+             "--wait", LaunchConfiguration("bag_wait").perform(context), *remaps, *wait_for],
         output="screen", name="mirage_bag_replay")]
 
 
@@ -126,6 +155,10 @@ def generate_launch_description():
                               description="Also start the synthetic RGB-D camera (publishes the input topics)."),
         DeclareLaunchArgument("bag", default_value="", description="Replay this bag with /clock (sim time)."),
         DeclareLaunchArgument("bag_rate", default_value="1.0", description="Bag playback speed."),
+        DeclareLaunchArgument("bag_wait", default_value="60.0",
+                              description="Seconds the bag replay waits for the node's input subscriptions before "
+                                          "it plays anyway (it says which topics nobody hears)."),
+        OpaqueFunction(function=_fastdds_profile),
         PushRosNamespace(LaunchConfiguration("namespace")),
         Node(
             package="mirage_ros", executable="mirage_node", name="mirage", output="screen",

@@ -4,11 +4,15 @@ Layout (what imports rclpy is marked; everything else runs without a ROS graph):
 
     node.py           [rclpy] the ``mirage`` node: wiring only (parameters, subscriptions, publishers, timers,
                       services); action_server.py [rclpy] ImagineTrajectory glue; params.py the parameter table
-    operations.py     [rclpy] mixed into the node: live parameters, /diagnostics, pause, clear region, decay,
-                      compressed subscriptions
+    operations.py     [rclpy] mixed into the node: live parameters, /diagnostics, pause, clear region, decay
+    input_front.py    [rclpy] every camera's input (raw or compressed) and TF on their own node and
+                      SingleThreadedExecutor thread
+    imagined_output.py [rclpy] imagined frames with their TF, Path and observed masks
+    dds.py            the Fast DDS profile for large images, loaded before rclpy initialises
     entry.py          the installed executables' entry point (says what to install when a library is missing)
-    core/             the node's logic, rclpy-free: ingest, queue, goals (GoalRunner), goal_poses,
-                      memory_holder (the one lock), model_loading, diagnostics (statuses), decay (seconds -> stamps)
+    core/             the node's logic, rclpy-free: ingest, tf_hold (frames waiting for their pose), queue, goals
+                      (GoalRunner), goal_poses, memory_holder (the one lock), model_loading, cache_files,
+                      input_health, diagnostics (statuses), decay (seconds -> stamps)
     conversions/      messages <-> numpy by family: time (the one stamp reader / writer), image, compressed
                       (image_transport compressed / compressedDepth), camera_info, pointcloud, transform
     tf_buffer.py      TF at a stamp; sync.py approximate-time pairing

@@ -27,13 +27,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_params_file(path: str | Path, node_name: str = "mirage") -> dict:
-    """``ros__parameters`` for ``node_name`` from a ROS 2 YAML file (``/**`` entries, then the node's own)."""
+    """``ros__parameters`` for ``node_name`` from a ROS 2 YAML file (``/**`` entries, then the node's own), nested
+    mappings flattened to dotted names as ROS does (``camera: {rgb_topic: x}`` -> ``camera.rgb_topic``)."""
     import yaml
+
+    def flatten(mapping: dict, prefix: str = "") -> dict:
+        flat: dict = {}
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
 
     data = yaml.safe_load(Path(path).read_text()) or {}
     out: dict = {}
     for key in ("/**", node_name, f"/{node_name}"):
-        out.update((data.get(key) or {}).get("ros__parameters", {}) or {})
+        out.update(flatten((data.get(key) or {}).get("ros__parameters", {}) or {}))
     return out
 
 
@@ -81,6 +91,7 @@ def run_demo(args) -> dict:
         import yaml
 
         node_params[key] = yaml.safe_load(value)
+    node_params["cache_directory"] = str(out)  # the demo saves its memory (relative names) into its output
     rig = SyntheticRig(RigConfig(scene_seed=args.seed, height=args.height, width=args.width,
                                  trajectory=args.trajectory, num_frames=args.frames,
                                  world_frame=node_params.get("world_frame", "odom")))
@@ -145,7 +156,7 @@ def run_demo(args) -> dict:
         # 3. the memory: through ~/save_cache, and the published cloud
         save = client.create_client(SaveCache, "/mirage/save_cache")
         save.wait_for_service(timeout_sec=10.0)
-        saved = wait_future(save.call_async(SaveCache.Request(path=str(out / "memory.safetensors"))), 30.0, "save")
+        saved = wait_future(save.call_async(SaveCache.Request(path="memory.safetensors")), 30.0, "save")
         if not saved.success:
             raise RuntimeError(saved.message)
         cloud = graph.wait_until(lambda: clouds and clouds[-1].width > 0 and clouds[-1], 15.0, "the memory cloud")

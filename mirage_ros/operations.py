@@ -2,16 +2,14 @@
 
 What an operator or a planner does to a running node, wired here so the node file stays its data flow:
 
-* **input transport**: :meth:`NodeOperations._subscribe_image` subscribes a raw ``sensor_msgs/Image`` topic or its
-  image_transport sibling (``<topic>/compressed``, ``<topic>/compressedDepth``: the base name is resolved with the
-  node's remaps first, as image_transport does, so ``rgb/image:=/camera/color/image_raw`` also moves
-  ``/camera/color/image_raw/compressed``). Decoding happens in the ingest worker, for keyframes only.
+* **input transport** (``input_transport``, ``depth_transport``): subscribed per camera by
+  :class:`~mirage_ros.input_front.InputFront`; the compressed pairs are checked and decoded by the ingest.
 * **live parameters**: ``ros2 param set`` on a ``live`` parameter (:data:`mirage_ros.params.LIVE_PARAMETERS` and
   the table's own marks) is validated with the table's ranges and applied at once; read-only ones are refused
   by rclpy ("Trying to set a read-only parameter") and their descriptions say they need a restart.
 * **``/diagnostics``**: :class:`~mirage_ros.core.diagnostics.DiagnosticsMonitor` over the node's counters at
-  ``diagnostics_rate``. DDS lost samples are read when the node counts them: a mapping ``stream -> count`` in the
-  node's ``lost_samples`` attribute or the ingest stats' ``lost_samples`` (absent: not reported).
+  ``diagnostics_rate``: the input front's counters and topics, DDS lost samples per stream (from the message-lost
+  events :class:`~mirage_ros.core.input_health.InputHealth` counts), both ingest stages.
 * **``~/set_ingest_paused``** (std_srvs/SetBool): one idempotent service with the wanted state in the request (a
   planner sets and resets it without tracking what the node was doing; two Triggers would each need the caller
   to know the current state, and their answers could not say what it was). Once it returns true, no insert starts;
@@ -23,11 +21,9 @@ What an operator or a planner does to a running node, wired here so the node fil
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 import torch
 
-from mirage_ros.conversions.compressed import transport_topic
 from mirage_ros.conversions.time import stamp_to_ns
 from mirage_ros.core.decay import StampClock
 from mirage_ros.core.diagnostics import DiagnosticsMonitor, NodeSnapshot
@@ -42,20 +38,8 @@ DECAY_PERIOD = 0.5  # seconds between decay samples: points are forgotten at mos
 
 class NodeOperations:
     """Mixin of :class:`~mirage_ros.node.MirageNode` (an rclpy Node with ``params``, ``holder``, ``ingestor``,
-    ``queue``, ``sync``, ``runner``, ``action``, the timers and subscriptions). Call :meth:`_setup_operations` at the
-    end of ``__init__``."""
-
-    # ==================================================================================== input transport
-    def _subscribe_image(self, key: str, base_topic: str, transport: str, qos, callback_group):
-        """Subscribe stream ``key`` (rgb | depth) on ``base_topic`` (raw) or its ``transport`` sibling."""
-        from sensor_msgs.msg import CompressedImage, Image
-
-        if transport == "raw":
-            return self.create_subscription(Image, base_topic, lambda m: self._offer(key, m), qos,
-                                            callback_group=callback_group)
-        topic = transport_topic(self.resolve_topic_name(base_topic), transport)
-        return self.create_subscription(CompressedImage, topic, lambda m: self._offer(key, m), qos,
-                                        callback_group=callback_group)
+    ``input``, ``health``, ``queue``, ``encode_queue``, ``runner``, ``action``, the timers and
+    ``_apply_torch_threads``). Call :meth:`_setup_operations` at the end of ``__init__``."""
 
     # ==================================================================================== setup
     def _setup_operations(self) -> None:
@@ -65,9 +49,6 @@ class NodeOperations:
         from mirage_ros.srv import ClearRegion
 
         p = self.params
-        self._torch_default_threads = torch.get_num_threads()
-        if p.torch_threads:
-            torch.set_num_threads(p.torch_threads)
         # own groups: a pause or a clear is answered while save / load / coverage run, decay never waits for a cloud
         operations = MutuallyExclusiveCallbackGroup()
         self.create_service(SetBool, "~/set_ingest_paused", self._on_set_ingest_paused, callback_group=operations)
@@ -102,16 +83,15 @@ class NodeOperations:
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         old, self.params = self.params, new
-        self._apply_params(old, new)
+        self._apply_params(old, new, set(changes))
         self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
         return SetParametersResult(successful=True)
 
-    def _apply_params(self, old, new) -> None:
+    def _apply_params(self, old, new, changed: set[str]) -> None:
         """Push changed live parameters into the parts that hold a copy (the rest read ``self.params`` each time)."""
-        selector = self.ingestor.selector
-        selector.translation, selector.rotation_deg = new.keyframe_translation, new.keyframe_rotation_deg
-        self.sync.slop_ns = stamp_to_ns(float(new.sync_slop))
-        self.queue.maxsize = int(new.ingest_queue_size)
+        self.ingestor.set_keyframe_thresholds(new.keyframe_translation, new.keyframe_rotation_deg)
+        self.input.set_slop(new.sync_slop)
+        self.encode_queue.maxsize = int(new.ingest_queue_size)
         self.runner.policy, self.runner.fps = new.goal_policy, float(new.fps)
         self.runner.max_frames, self.runner.steps = int(new.max_goal_frames), int(new.steps)
         for timer, rate in ((self.cloud_timer, new.cloud_rate), (self.stats_timer, new.stats_rate),
@@ -120,8 +100,8 @@ class NodeOperations:
                 timer.timer_period_ns = stamp_to_ns(1.0 / rate)
         if (old.cloud_colors, old.cloud_max_points) != (new.cloud_colors, new.cloud_max_points):
             self._cloud_version = None  # republish in the new colours / budget
-        if old.torch_threads != new.torch_threads:
-            torch.set_num_threads(new.torch_threads or self._torch_default_threads)
+        if "torch_threads" in changed:  # whenever it is set: torch's count may have moved since (another node)
+            self._apply_torch_threads(new.torch_threads)
         self.diagnostics.expected_rate, self.diagnostics.input_timeout = new.expected_input_rate, new.input_timeout
 
     # ==================================================================================== pause, clear, decay
@@ -180,33 +160,33 @@ class NodeOperations:
 
     # ==================================================================================== /diagnostics
     def _lost_samples(self) -> dict[str, int]:
-        for source in (self, self.ingestor.stats):
-            counts = getattr(source, "lost_samples", None)
-            if callable(counts):
-                counts = counts()
-            if isinstance(counts, Mapping):
-                return {str(k): int(v) for k, v in counts.items()}
-        return {}
+        """DDS lost samples per stream (rgb, depth, info), summed over the cameras; only streams that lost any."""
+        stream_of = {topic: key for camera in self.input.cameras for key, topic in camera.topics.items()}
+        lost: dict[str, int] = {}
+        for topic, count in dict(self.health.lost_total).items():
+            key = stream_of.get(topic, topic)
+            lost[key] = lost.get(key, 0) + int(count)
+        return lost
 
     def _diagnostics_snapshot(self) -> NodeSnapshot:
         p, st = self.params, self.ingestor.stats
         memory = self.holder.stats()
         outcome = getattr(self.action, "last_outcome", None)
-        with self._received_lock:
-            received = dict(self._received)
-        extra = {}
+        cameras = self.input.cameras
+        topics = {key: ", ".join(dict.fromkeys(c.topics[key] for c in cameras)) for key in cameras[0].topics}
+        extra = {"inputs": self.input.describe()} if len(cameras) > 1 else {}
         if str(p.device).startswith("cuda") and torch.cuda.is_available():
             extra["CUDA memory allocated (MiB)"] = f"{torch.cuda.memory_allocated() / 2 ** 20:.0f}"
         return NodeSnapshot(
-            time=time.monotonic(), topics={"rgb": self.rgb_sub.topic_name, "depth": self.depth_sub.topic_name,
-                                           "info": self.info_sub.topic_name},
-            received=received, lost=self._lost_samples(), paired=self.queue.pushed, frames_in=st.frames_in,
-            dropped_tf=st.frames_dropped_tf, rejected=st.frames_rejected, corrupt=getattr(st, "frames_corrupt", 0),
-            skipped=st.frames_skipped, keyframes=st.keyframes, queue_dropped=self.queue.dropped,
-            paused=bool(self.ingestor.paused), last_error=st.last_error, last_tf_error=getattr(st, "last_tf_error", ""),
+            time=time.monotonic(), topics=topics, received=self.input.received(), lost=self._lost_samples(),
+            paired=self.input.paired, frames_in=st.frames_in,
+            dropped_tf=st.frames_dropped_tf, rejected=st.frames_rejected, corrupt=st.frames_corrupt,
+            skipped=st.frames_skipped, keyframes=st.keyframes,
+            queue_dropped=self.queue.dropped + self.encode_queue.dropped,
+            paused=bool(self.ingestor.paused), last_error=st.last_error, last_tf_error=st.last_tf_error,
             last_insert_latency=st.last_insert_latency, points=int(memory.get("points", 0)),
             bytes=int(memory.get("bytes", 0)), max_points=p.max_points, model=self.model_name, device=p.device,
-            dtype=p.dtype, torch_threads=torch.get_num_threads(), goal_running=self.runner.busy,
+            dtype=p.dtype, torch_threads=self.torch_threads, goal_running=self.runner.busy,
             goals_done=int(getattr(self.action, "goals_done", 0)),
             last_goal_status=outcome.status if outcome else "", last_goal_message=outcome.message if outcome else "",
             seconds_per_frame=float(outcome.seconds_per_frame) if outcome else 0.0, world_frame=p.world_frame,

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 __all__ = ["ParamSpec", "PARAM_SPECS", "NodeParams", "declare_parameters", "read_parameters", "validate_params",
-           "update_params", "live_parameter_names"]
+           "update_params", "live_parameter_names", "CameraSpec", "CAMERA_SPECS", "CameraConfig", "validate_cameras",
+           "declare_camera_parameters"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("keyframe_translation", 0.10, "Insert a keyframe after the camera moved this far (m).", 0.0, 100.0),
     ParamSpec("keyframe_rotation_deg", 10.0, "Insert a keyframe after the camera turned this far (degrees).", 0.0, 180.0),
     ParamSpec("sync_slop", 0.02, "Largest rgb/depth stamp difference paired as one frame (s).", 0.0, 1.0),
-    ParamSpec("tf_timeout", 0.05, "How long to wait for the camera pose at a frame's stamp (s).", 0.0, 5.0),
+    ParamSpec("tf_timeout", 0.05, "How long goal and coverage lookups wait for a transform (s); input frames wait "
+              "for their pose in the hold instead (tf_hold).", 0.0, 5.0),
     ParamSpec("ingest_queue_size", 1, "Frames waiting for the encoder; the oldest is dropped when full.", 1, 100, 1),
     ParamSpec("input_qos", "sensor_data", "QoS of the image inputs.", choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of the image subscriptions.", 1, 100, 1),
@@ -71,7 +73,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     # Transport, colours, upkeep and diagnostics
     ParamSpec("input_transport", "raw", "How images arrive: raw (sensor_msgs/Image on rgb/image, depth/image) or "
               "compressed (sensor_msgs/CompressedImage on rgb/image/compressed, jpeg or png, and "
-              "depth/image/compressedDepth), as image_transport's plugins publish them.",
+              "depth/image/compressedDepth), as image_transport's plugins publish them; every camera alike.",
               choices=("raw", "compressed")),
     ParamSpec("depth_transport", "", "Transport of the depth image when it differs from input_transport: raw or "
               "compressedDepth; empty follows input_transport.", choices=("", "raw", "compressedDepth")),
@@ -82,12 +84,27 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("expected_input_rate", 0.0, "Rate the camera should deliver (Hz); /diagnostics warns below half of it. "
               "0 judges only silence.", 0.0, 1000.0, live=True),
     ParamSpec("diagnostics_rate", 1.0, "Publish rate of /diagnostics (Hz).", 0.01, 30.0, live=True),
-    ParamSpec("torch_threads", 0, "CPU threads torch uses (torch.set_num_threads); 0 keeps torch's default.", 0, 1024,
-              1, live=True),
+    # Data path (issue 11): the pose hold, torch threads, imagination kept apart, imagined camera, cache files
+    ParamSpec("tf_hold", 0.2, "How long a paired rgb/depth set waits for the camera pose at its stamp before it is "
+              "dropped (s), like tf2's MessageFilter; 0 drops it at once.", 0.0, 5.0),
+    ParamSpec("torch_threads", 0, "Torch CPU threads (torch.set_num_threads); 0 = automatic: 1 on machines with 2 "
+              "cores or fewer (more threads there slow every encode next to the ROS callbacks), torch's default "
+              "otherwise.", 0, 256, 1, live=True),
+    ParamSpec("keep_imagined", False, "Keep what goals imagine in the node's memory. Off: a goal rolls out on a "
+              "scratch copy and the memory, its cloud, coverage and saves hold observations only (a goal may still "
+              "ask with its keep_imagined field)."),
+    ParamSpec("imagined_frame", "mirage_imagined_optical_frame", "TF frame of the imagined camera: broadcast from the "
+              "world frame at each imagined frame's stamp; imagined images, masks and camera_info are in it."),
+    ParamSpec("cache_directory", "", "Directory save_cache / load_cache names are relative to (nothing is read or "
+              "written elsewhere); empty = $ROS_HOME/mirage (~/.ros/mirage)."),
+    # Cameras (issue 12, section 4): each name has <name>.rgb_topic, .depth_topic, .camera_info_topic, .optical_frame
+    ParamSpec("cameras", ["camera"], "Names of the RGB-D cameras feeding the one memory, each paired and posed on its "
+              "own; per camera the parameters <name>.rgb_topic, <name>.depth_topic, <name>.camera_info_topic and "
+              "<name>.optical_frame (see CAMERA_SPECS)."),
 )
 
 # Parameters of the table above that may change while the node runs (ros2 param set, validated by update_params);
-# every other one is read at start-up: the model and its sizes, device, dtype, QoS, memory bounds, frames.
+# every other one is read at start-up: the model and its sizes, device, dtype, QoS, memory bounds, frames, cameras.
 LIVE_PARAMETERS = frozenset({
     "steps", "fps", "max_goal_frames", "goal_policy",                      # goals (the next goal uses them)
     "keyframe_translation", "keyframe_rotation_deg", "sync_slop", "tf_timeout", "ingest_queue_size",
@@ -95,6 +112,8 @@ LIVE_PARAMETERS = frozenset({
     "cloud_max_points", "cloud_rate", "stats_rate",                        # outputs
 })
 PARAM_SPECS = tuple(replace(spec, live=True) if spec.name in LIVE_PARAMETERS else spec for spec in PARAM_SPECS)
+
+CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 _BY_NAME = {spec.name: spec for spec in PARAM_SPECS}
 
@@ -136,7 +155,13 @@ class NodeParams:
     decay_seconds: float
     expected_input_rate: float
     diagnostics_rate: float
+    # data path (issue 11) and cameras (issue 12, section 4)
+    tf_hold: float
     torch_threads: int
+    keep_imagined: bool
+    imagined_frame: str
+    cache_directory: str
+    cameras: tuple[str, ...]
 
     @classmethod
     def defaults(cls) -> "NodeParams":
@@ -178,6 +203,8 @@ def validate_params(values: dict[str, Any]) -> NodeParams:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ValueError(f"parameter {spec.name} must be a number, got {value!r}")
             value = float(value)
+        elif isinstance(spec.default, list):
+            value = _camera_names(spec.name, value)
         else:
             value = str(value)
         if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
@@ -192,7 +219,96 @@ def validate_params(values: dict[str, Any]) -> NodeParams:
         raise ValueError(f"parameter chunk_frames={out['chunk_frames']} must be 1 + 4k (e.g. 5, 9, 17, 33) or 0")
     if not out["world_frame"]:
         raise ValueError("parameter world_frame must not be empty")
+    if not out["imagined_frame"] or out["imagined_frame"] == out["world_frame"]:
+        raise ValueError("parameter imagined_frame must be a frame of its own (not empty, not the world frame)")
     return NodeParams(**out)
+
+
+def _camera_names(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"parameter {name} must be a list of camera names, got {value!r}")
+    names = tuple(value)
+    if not names:
+        raise ValueError(f"parameter {name} must name at least one camera")
+    for camera in names:
+        if not camera or not set(camera) <= CAMERA_NAME_CHARS or camera[0].isdigit():
+            raise ValueError(f"parameter {name}: camera name {camera!r} must be letters, digits and _ (a parameter "
+                             "prefix), not starting with a digit")
+    if len(set(names)) != len(names):
+        raise ValueError(f"parameter {name} lists a camera twice: {list(names)}")
+    return names
+
+
+# ------------------------------------------------------------------------------------------------ cameras
+@dataclass(frozen=True)
+class CameraSpec:
+    """One per-camera parameter ``<camera>.<name>``; ``default(index, camera)`` gives its default."""
+
+    name: str
+    description: str
+    first: str     # default of the first camera in ``cameras`` (today's topic names)
+    others: str    # default of every other camera; "{camera}" is replaced by its name
+
+
+CAMERA_SPECS: tuple[CameraSpec, ...] = (
+    CameraSpec("rgb_topic", "Colour image topic of this camera (rgb8, bgr8, rgba8, bgra8 or mono8).",
+               "rgb/image", "{camera}/rgb/image"),
+    CameraSpec("depth_topic", "Depth topic registered to this camera's colour image (16UC1 mm or 32FC1 m).",
+               "depth/image", "{camera}/depth/image"),
+    CameraSpec("camera_info_topic", "CameraInfo of this camera's colour image.",
+               "rgb/camera_info", "{camera}/rgb/camera_info"),
+    CameraSpec("optical_frame", "Optical frame of this camera (REP 103 axes) used instead of the images' "
+               "header.frame_id; empty = the header's.", "", ""),
+)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The input of one camera: its name, the topics it publishes on (as given, before remapping) and its frame."""
+
+    name: str
+    rgb_topic: str
+    depth_topic: str
+    camera_info_topic: str
+    optical_frame: str
+
+    @classmethod
+    def default(cls, name: str, index: int) -> "CameraConfig":
+        return cls(name, **{spec.name: (spec.first if index == 0 else spec.others).format(camera=name)
+                            for spec in CAMERA_SPECS})
+
+
+def validate_cameras(names: tuple[str, ...], values: dict[str, Any]) -> list[CameraConfig]:
+    """``values["<camera>.<name>"]`` over the defaults -> one CameraConfig per camera; ValueError naming a bad one."""
+    configs = []
+    for index, camera in enumerate(names):
+        default = CameraConfig.default(camera, index)
+        fields_ = {}
+        for spec in CAMERA_SPECS:
+            value = values.get(f"{camera}.{spec.name}", getattr(default, spec.name))
+            if not isinstance(value, str):
+                raise ValueError(f"parameter {camera}.{spec.name} must be a string, got {value!r}")
+            if spec.name.endswith("_topic") and not value.strip():
+                raise ValueError(f"parameter {camera}.{spec.name} must not be empty")
+            fields_[spec.name] = value.strip()
+        configs.append(CameraConfig(camera, **fields_))
+    topics = [t for c in configs for t in (c.rgb_topic, c.depth_topic, c.camera_info_topic)]
+    if len(set(topics)) != len(topics):
+        raise ValueError(f"two cameras share an input topic: {topics}")
+    return configs
+
+
+def declare_camera_parameters(node, names: tuple[str, ...]) -> list[CameraConfig]:
+    """Declare ``<camera>.<name>`` for every camera in ``names`` on an rclpy node and read them back, validated."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    for index, camera in enumerate(names):
+        default = CameraConfig.default(camera, index)
+        for spec in CAMERA_SPECS:
+            node.declare_parameter(f"{camera}.{spec.name}", getattr(default, spec.name),
+                                   ParameterDescriptor(description=spec.description, read_only=True))
+    return validate_cameras(names, {f"{c}.{s.name}": node.get_parameter(f"{c}.{s.name}").value
+                                    for c in names for s in CAMERA_SPECS})
 
 
 def _descriptor(spec: ParamSpec):

@@ -10,6 +10,9 @@ Every process of mirage_ros goes through here:
 * :class:`LocalGraph` runs several nodes in one process on a background executor, with bounded waits (the
   demo, the ingest benchmark, the ROS tests); by default with its own rclpy context and DDS discovery on the
   loopback interface.
+
+Both load the shipped Fast DDS profile for large images before rclpy initialises (:mod:`mirage_ros.dds`), unless
+the user set a profile of their own or uses another middleware.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class LocalGraph:
         import rclpy
         from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
+        from mirage_ros.dds import use_large_data_profile
+
+        use_large_data_profile()  # before the first participant of this process exists
         if localhost_only:
             os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
             os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # pre-Jazzy distributions
@@ -142,6 +148,9 @@ def run(build: Callable[[LocalGraph], Any], argv: Sequence[str] | None = None, *
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
+    from mirage_ros.dds import use_large_data_profile
+
+    use_large_data_profile()  # Fast DDS reads its profile when the first participant is created: before init
     # The default context: rclpy installs its SIGINT / SIGTERM handlers only for that one (launch stops
     # processes with SIGINT), and they wake the executor instead of waiting for its next timer.
     rclpy.init(args=list(sys.argv if argv is None else argv))

@@ -316,10 +316,12 @@ class TransformBuffer:
 
 
 def attach_tf_listener(node: Any, buffer: TransformBuffer, *, tf_topic: str = "/tf",
-                       tf_static_topic: str = "/tf_static", qos_depth: int = 100, callback_group: Any = None):
+                       tf_static_topic: str = "/tf_static", qos_depth: int = 100, callback_group: Any = None,
+                       on_change: Any = None):
     """Subscribe ``node`` to /tf (volatile) and /tf_static (transient local), feeding ``buffer``.
 
-    QoS follows tf2_ros's listener (reliable, keep last ``qos_depth``). Returns the two subscriptions.
+    QoS follows tf2_ros's listener (reliable, keep last ``qos_depth``). ``on_change()`` runs after every stored
+    message (e.g. to retry frames that wait for their pose). Returns the two subscriptions.
     Needs tf2_msgs (the real one, or the fallback that scripts/bootstrap.sh builds where none is installed).
     """
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -334,9 +336,12 @@ def attach_tf_listener(node: Any, buffer: TransformBuffer, *, tf_topic: str = "/
                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
     static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos_depth,
                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    tf_sub = node.create_subscription(TFMessage, tf_topic, lambda msg: buffer.set_tf_message(msg, static=False),
-                                      dynamic_qos, callback_group=callback_group)
-    static_sub = node.create_subscription(TFMessage, tf_static_topic,
-                                          lambda msg: buffer.set_tf_message(msg, static=True),
-                                          static_qos, callback_group=callback_group)
+    def store(msg, static: bool) -> None:
+        if buffer.set_tf_message(msg, static=static) and on_change is not None:
+            on_change()
+
+    tf_sub = node.create_subscription(TFMessage, tf_topic, lambda msg: store(msg, False), dynamic_qos,
+                                      callback_group=callback_group)
+    static_sub = node.create_subscription(TFMessage, tf_static_topic, lambda msg: store(msg, True), static_qos,
+                                          callback_group=callback_group)
     return tf_sub, static_sub

@@ -4,7 +4,12 @@ Messages go out as their recorded CDR bytes on their recorded topics (optionally
 ``/clock`` follows the bag time (run the node with ``use_sim_time:=true``), and topics recorded as transient
 local (``/tf_static``) are republished latched.
 
+Nothing is played before the receivers listen: the replay waits (up to ``--wait`` seconds, 60 by default: a node
+loading a model takes several) until every input topic of the bag (images, camera_info, /tf, /tf_static, or the
+``--wait-for`` topics) has a matched subscription, and says when it starts and which topics, if any, nobody hears.
+
     python -m mirage_ros.bags.replay BAG [--rate 1.0] [--remap /rgb/image:=/camera/rgb/image] [--no-clock]
+        [--wait 60] [--wait-for TOPIC ...]
     (or python -m mirage_ros.bag_replay)
 """
 
@@ -25,6 +30,10 @@ __all__ = ["BagReplayer", "main"]
 def _message_class(msgtype: str):
     package, kind, name = msgtype.split("/")
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+INPUT_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
+               "tf2_msgs/msg/TFMessage")
 
 
 def _latched(conn) -> bool:
@@ -69,14 +78,30 @@ class BagReplayer:
                 self.publishers[conn.id] = node.create_publisher(_message_class(conn.msgtype), topic, qos)
         self.clock_pub = node.create_publisher(Clock, "/clock", 10) if publish_clock else None
 
-    def wait_for(self, topic_subscribers: int = 1, timeout: float = 5.0) -> bool:
-        """Wait until every publisher has at least ``topic_subscribers`` matched subscriptions."""
+    def input_topics(self) -> list[str]:
+        """The topics (as published, after remapping) a mapping node subscribes to: images, camera_info and TF."""
+        return sorted({self.remap.get(c.topic, c.topic) for c in self.connections if c.msgtype in INPUT_TYPES})
+
+    def unmatched(self, topics: list[str] | None = None, subscribers: int = 1) -> list[str]:
+        """Published topics (all, or those in ``topics``) with fewer than ``subscribers`` matched subscriptions."""
+        out = set()
+        for conn in self.connections:
+            topic = self.remap.get(conn.topic, conn.topic)
+            if (topics is None or topic in topics) and \
+                    self.publishers[conn.id].get_subscription_count() < subscribers:
+                out.add(topic)
+        return sorted(out)
+
+    def wait_for(self, topic_subscribers: int = 1, timeout: float = 5.0, topics: list[str] | None = None) -> bool:
+        """Wait until the publishers of ``topics`` (default: every topic) have at least ``topic_subscribers``
+        matched subscriptions; False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(p.get_subscription_count() >= topic_subscribers for p in self.publishers.values()):
+        while True:
+            if not self.unmatched(topics, topic_subscribers):
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.02)
-        return False
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (0: as fast as possible)")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
     parser.add_argument("--no-clock", action="store_true", help="do not publish /clock")
-    parser.add_argument("--wait", type=float, default=2.0, help="seconds to wait for subscribers before playing")
+    parser.add_argument("--wait", type=float, default=60.0,
+                        help="seconds to wait for subscribers on the input topics before playing (default 60)")
+    parser.add_argument("--wait-for", action="append", default=None, metavar="TOPIC",
+                        help="wait for subscribers on this topic (repeatable; default: the bag's image, camera_info "
+                             "and TF topics)")
     args, ros_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     remap = {}
     for item in args.remap:
@@ -130,10 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         return BagReplayer(node, args.bag, rate=args.rate, remap=remap, publish_clock=not args.no_clock)
 
     def play(replayer: BagReplayer) -> int:
-        replayer.wait_for(1, timeout=args.wait)
+        topics = args.wait_for or replayer.input_topics()
+        print(f"bag_replay: waiting up to {args.wait:g} s for subscribers on {', '.join(topics)}", flush=True)
+        t0 = time.monotonic()
+        if replayer.wait_for(1, timeout=args.wait, topics=topics):
+            print(f"bag_replay: starting {args.bag}: every input topic matched after {time.monotonic() - t0:.1f} s",
+                  flush=True)
+        else:
+            print(f"bag_replay: starting {args.bag} after {args.wait:g} s although nobody subscribes to "
+                  f"{', '.join(replayer.unmatched(topics))}: their messages are lost", flush=True)
+        t0 = time.monotonic()
         sent = replayer.play()
         time.sleep(0.5)  # let reliable subscribers fetch the tail before the publishers go away
-        print(f"replayed {sent} messages from {args.bag}")
+        print(f"bag_replay: replayed {sent} messages from {args.bag} in {time.monotonic() - t0:.1f} s", flush=True)
         return 0
 
     try:

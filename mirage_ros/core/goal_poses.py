@@ -2,7 +2,8 @@
 
 Turns the poses of a goal (each in its own header frame, for a body frame or the camera itself) into
 camera-to-world matrices in the world frame, interpolates them to the requested number of frames
-(linear translation, spherical-linear rotation) and spaces their stamps by the frame rate. Transforms
+(linear translation, spherical-linear rotation) and stamps them: with the poses' own stamps when every pose has
+one and they increase (interpolated like the poses), otherwise the first pose's stamp (or now) + i / fps. Transforms
 come from a ``lookup(target_frame, source_frame, stamp_ns) -> (4, 4)`` callable (0 = latest), so this module
 runs the same under the live TF buffer and in tests.
 """
@@ -19,7 +20,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from mirage_ros.conversions.time import NS_PER_SECOND, stamp_to_ns
 
 __all__ = ["GoalError", "ResolvedGoal", "pose_to_matrix", "resolve_poses", "interpolate_poses", "frame_stamps",
-           "resolve_goal"]
+           "goal_stamps", "resolve_goal"]
 
 Lookup = Callable[[str, str, int], np.ndarray]
 
@@ -32,8 +33,9 @@ class GoalError(ValueError):
 class ResolvedGoal:
     cam_to_world: torch.Tensor   # (T, 4, 4) float32, camera optical frame in the world frame
     stamps: np.ndarray           # (T,) int64 nanoseconds
-    frame_id: str                # header frame of the published frames
+    frame_id: str                # header frame of the first pose (the world frame when it has none)
     fps: float
+    stamps_from: str = "fps"     # "poses": the goal poses' own stamps (interpolated); "fps": start + i / fps
 
 
 def pose_to_matrix(pose, name: str = "pose") -> np.ndarray:
@@ -118,6 +120,24 @@ def frame_stamps(start_ns: int, num_frames: int, fps: float) -> np.ndarray:
     return int(start_ns) + np.round(np.arange(num_frames, dtype=np.float64) * (NS_PER_SECOND / fps)).astype(np.int64)
 
 
+def goal_stamps(pose_stamps_ns: Sequence[int], num_frames: int, fps: float, now_ns: int) -> tuple[np.ndarray, str]:
+    """Stamps (num_frames,) int64 ns of a goal's frames and where they came from ("poses" or "fps").
+
+    When every pose carries a stamp and they strictly increase, the frames follow them: the pose stamps
+    themselves (num_frames == number of poses), or interpolated linearly in the key index like the poses
+    (:func:`interpolate_poses`). Otherwise frames are spaced by ``1 / fps`` from the first pose's stamp, or from
+    ``now_ns`` when it has none.
+    """
+    keys = np.asarray(pose_stamps_ns, dtype=np.int64)
+    if len(keys) >= 2 and (keys > 0).all() and (np.diff(keys) > 0).all():
+        if num_frames == len(keys):
+            return keys.copy(), "poses"
+        s = np.linspace(0.0, len(keys) - 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+        return np.round(np.interp(s, np.arange(len(keys)), keys.astype(np.float64))).astype(np.int64), "poses"
+    start = int(keys[0]) if len(keys) and keys[0] > 0 else int(now_ns)
+    return frame_stamps(start, num_frames, fps), "fps"
+
+
 def resolve_goal(goal, *, camera_frame: str, world_frame: str, lookup: Lookup, default_fps: float,
                  max_frames: int, now_ns: int) -> ResolvedGoal:
     """Validate an ImagineTrajectory goal and resolve it to camera poses and stamps (raises GoalError)."""
@@ -132,10 +152,11 @@ def resolve_goal(goal, *, camera_frame: str, world_frame: str, lookup: Lookup, d
     keys = resolve_poses(goal.poses, goal.body_frame, camera_frame, world_frame, lookup)
     c2w = interpolate_poses(keys, int(goal.num_frames))
     first = goal.poses[0].header
-    start = stamp_to_ns(first.stamp) or int(now_ns)
+    stamps, source = goal_stamps([stamp_to_ns(p.header.stamp) for p in goal.poses], c2w.shape[0], fps, now_ns)
     return ResolvedGoal(
         cam_to_world=torch.from_numpy(c2w).float(),
-        stamps=frame_stamps(start, c2w.shape[0], fps),
+        stamps=stamps,
         frame_id=first.frame_id or world_frame,
         fps=fps,
+        stamps_from=source,
     )

@@ -4,8 +4,9 @@ The concurrency story, all of it:
 
 * **Writers take the one lock, one at a time.** A writer is anything that changes the memory or uses the
   world model: the ingest worker for one keyframe (:meth:`MemoryHolder.observe`: encode + insert), a goal for
-  its whole rollout (which reads and updates the memory: :meth:`MemoryHolder.exclusive`), ``clear`` and
-  ``load`` for their reset or swap. The world model is used only by these writers, so the same lock also
+  its whole rollout (:meth:`MemoryHolder.exclusive`: it reads the memory and writes only a scratch copy, unless it
+  was asked to keep what it imagined, then :meth:`MemoryHolder.adopt` swaps the copy in), ``clear`` and ``load``
+  for their reset or swap. The world model is used only by these writers, so the same lock also
   serialises the model's per-call state (the causal VAE's caches): there is no separate model lock.
 * **Readers never lock.** The cloud publisher, stats, coverage queries and ``save`` read :attr:`memory`
   directly. That is safe because the memory is copy-on-write (:class:`mirage.point_memory.PointMemory`): a
@@ -118,6 +119,12 @@ class MemoryHolder:
         finally:
             self._owner = previous
             self._lock.release()
+
+    def adopt(self, memory) -> None:
+        """Make ``memory`` the node's memory (a goal's scratch copy that it was asked to keep). Call it while holding
+        :meth:`exclusive` (the lock is re-entrant); from another thread it waits like any writer."""
+        with self.exclusive("adopt"):
+            self._memory = memory
 
     def observe(self, world_model, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
                 cam_to_world: torch.Tensor, skip_if=None) -> int | None:

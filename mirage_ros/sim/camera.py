@@ -98,6 +98,10 @@ class SyntheticCamera:
             now = stamp_to_ns(node.get_clock().now())
             self.tf_static_pub.publish(self._tf([(c.body_frame, c.camera_frame, self.rig.body_to_camera())], now))
         self.timer = node.create_timer(1.0 / float(value["rate"]), self.publish_next) if autostart else None
+        from mirage_ros import dds
+
+        if dds.decision:  # what this process did about large images over DDS (mirage_ros.run loads the profile)
+            node.get_logger().info(dds.decision)
 
     def _tf(self, transforms, stamp_ns: int):
         from mirage_ros.conversions import tf_message

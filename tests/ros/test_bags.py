@@ -82,14 +82,14 @@ def test_build_cache_cli_and_function_agree(bag, world_model, tmp_path):
     assert cli(["build-cache", "--bag", str(tmp_path / "missing"), "--out", str(out), "--model", "tiny"]) == 2
 
 
-def _node(graph, world_model, name, sim_time=False):
+def _node(graph, world_model, name, sim_time=False, **extra):
     from rclpy.parameter import Parameter
 
     from mirage_ros.node import MirageNode
 
     params = [Parameter("input_qos", value="reliable"), Parameter("ingest_queue_size", value=50),
               Parameter("input_queue_depth", value=50), Parameter("tf_timeout", value=0.5),
-              Parameter("use_sim_time", value=sim_time)]
+              Parameter("use_sim_time", value=sim_time), *(Parameter(k, value=v) for k, v in extra.items())]
     return graph.add(MirageNode(world_model=world_model, node_name=name, context=graph.context,
                                 parameter_overrides=params))
 
@@ -136,3 +136,67 @@ def test_replay_gives_the_live_and_offline_memory(bag, rig, world_model):
         assert len(memory) == len(offline)
         np.testing.assert_allclose(memory.points.numpy(), offline.points.numpy(), atol=1e-6)
         np.testing.assert_allclose(memory.features.float().numpy(), offline.features.float().numpy(), atol=1e-5)
+
+
+@pytest.mark.ros
+def test_replay_waits_for_a_slow_node_then_the_node_says_what_it_ingested(bag, world_model):
+    """The replay process holds the bag until the node's input subscriptions match (a node loading a model takes
+    seconds), says when it starts; the node logs what the bag brought once it has stopped (its sim clock stops too)."""
+    import subprocess
+    import sys
+    import time
+
+    from mirage_ros.run import LocalGraph
+
+    proc = subprocess.Popen([sys.executable, "-m", "mirage_ros.bags.replay", str(bag), "--rate", "0", "--wait", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "ROS_DOMAIN_ID": str(DOMAIN)})
+    try:
+        lines = []
+        while not lines or "waiting up to" not in lines[-1]:
+            lines.append(proc.stdout.readline())
+            assert lines[-1], "".join(lines)  # the replay ended before waiting
+        time.sleep(1.5)  # the node starts well after the replay began to wait
+        assert proc.poll() is None, proc.stdout.read()
+        with LocalGraph(domain_id=DOMAIN) as graph:
+            node = _node(graph, world_model, "mirage_late", sim_time=True, input_timeout=0.5)
+            infos = []
+            original = node.get_logger
+
+            class Spy:
+                def __init__(self, logger):
+                    self._logger = logger
+
+                def info(self, msg, **kw):
+                    infos.append(msg)
+
+                def __getattr__(self, name):
+                    return getattr(self._logger, name)
+
+            node.get_logger = lambda: Spy(original())
+            out = "".join(lines) + proc.communicate(timeout=60)[0]
+            graph.wait_until(lambda: node.ingestor.stats.frames_in == FRAMES and node.worker.wait_idle(0.05), WAIT,
+                             "every frame of the bag")
+            summary = graph.wait_until(lambda: [m for m in infos if m.startswith("input stopped")], WAIT,
+                                       "the end-of-bag summary")
+            node.get_logger = original
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "bag_replay: waiting up to 60 s for subscribers on /depth/image, /rgb/camera_info, /rgb/image, /tf, " \
+           "/tf_static" in out, out
+    assert "every input topic matched after" in out and f"replayed {4 * FRAMES + 1} messages" in out, out
+    waited = float(out.split("matched after ")[1].split(" s")[0])
+    assert waited >= 1.5  # it did wait for the late node (and every frame arrived: nothing was lost)
+    assert f"it brought {FRAMES} rgb/depth/camera_info sets" in summary[0], summary[0]
+
+
+@pytest.mark.ros
+def test_replay_says_which_topics_nobody_hears(bag):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mirage_ros.bags.replay", str(bag), "--rate", "0", "--wait", "0.5",
+                          "--wait-for", "/rgb/image"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "ROS_DOMAIN_ID": str(DOMAIN)}).stdout
+    assert "although nobody subscribes to /rgb/image: their messages are lost" in out, out

@@ -45,6 +45,8 @@ class GatedModel:
         self.calls.append(dict(memory=memory, K=K, c2w=c2w, prompt=prompt, seed=seed, steps=num_inference_steps))
         if self.fail is not None:
             raise self.fail
+        # the real rollout writes each chunk it generates into the memory it is given: so does this one
+        memory.insert(torch.full((4, H // 16, W // 16), 9.0), torch.full((H, W), 5.0), K[0], c2w[-1])
         L = c2w.shape[0]
         frames = (np.arange(L, dtype=np.uint8)[:, None, None, None] * np.ones((1, H, W, 3), np.uint8)).copy()
         on_frames(0, frames[:1])
@@ -75,11 +77,17 @@ def goal(num_frames=6, poses=2, fps=5.0, sec=3):
                            num_frames=num_frames, prompt="a room", seed=7)
 
 
-def make_runner(model=None, policy="reject", cameras=None):
+SEEN = look_at([0, 0, 0], [1, 0, 0])  # the pose the seeded memory was observed from
+
+
+def make_runner(model=None, policy="reject", cameras=None, seed=True, **kw):
     model = model or GatedModel()
-    holder = MemoryHolder(LatentSpatialMemory(channels=4))
+    holder = MemoryHolder(LatentSpatialMemory(channels=4, voxel_size=None))
+    if seed:  # one observed view (the fallback camera), so goals have something to imagine from
+        holder.memory.insert(torch.ones(4, H // 16, W // 16), torch.full((H, W), 2.0), intrinsics_from_fov(75.0, H, W),
+                             SEEN)
     runner = GoalRunner(model, holder, cameras or CameraTable(), lambda target, source, t: np.eye(4),
-                        world_frame="odom", policy=policy, fps=10.0, max_frames=50, steps=3, now_ns=lambda: 42)
+                        world_frame="odom", policy=policy, fps=10.0, max_frames=50, steps=3, now_ns=lambda: 42, **kw)
     return runner, model, holder
 
 
@@ -90,11 +98,12 @@ class Run(threading.Thread):
         super().__init__(daemon=True)
         self.runner, self.goal, self.key = runner, g, key if key is not None else object()
         self.cancel_requested = cancel_requested
-        self.feedback, self.batches, self.outcome = [], [], None
+        self.feedback, self.batches, self.plans, self.outcome = [], [], [], None
 
     def run(self):
         self.outcome = self.runner.run(self.key, self.goal, cancel_requested=self.cancel_requested,
-                                       feedback=self.feedback.append, on_frames=self.batches.append)
+                                       feedback=self.feedback.append, on_frames=self.batches.append,
+                                       on_plan=self.plans.append)
 
     def result(self):
         self.join(WAIT)
@@ -138,7 +147,8 @@ def test_goal_is_padded_streamed_trimmed_and_stamped():
     assert out.status == SUCCEEDED and "imagined 6 frames" in out.message, out.message
     call = model.calls[0]
     assert call["c2w"].shape == (9, 4, 4) and torch.equal(call["c2w"][6:], call["c2w"][5:6].expand(3, 4, 4))
-    assert call["memory"] is holder.memory and call["steps"] == 3 and call["seed"] == 7 and call["prompt"] == "a room"
+    assert call["memory"] is not holder.memory  # a scratch copy
+    assert call["steps"] == 3 and call["seed"] == 7 and call["prompt"] == "a room"
     assert out.frames.shape == (6, H, W, 3) and [int(f[0, 0, 0]) for f in out.frames] == list(range(6))
     assert sum(len(b.frames) for b in job.batches) == 6  # padding frames are never published
     np.testing.assert_array_equal(np.concatenate([b.stamps for b in job.batches]), out.stamps)
@@ -241,7 +251,7 @@ def test_bad_goals_and_failed_rollouts_abort_with_the_reason_and_the_runner_keep
     out = job.result()
     assert out.status == ABORTED and "rollout failed (OutOfMemoryError)" in out.message
     assert not failing.busy and failing.admit()
-    assert not model.calls and len(holder.memory) == 0
+    assert not model.calls and len(holder.memory) == (H // 16) * (W // 16)  # the seeded view, untouched
 
 
 def test_policy_is_validated():
@@ -253,7 +263,7 @@ def test_policy_is_validated():
 
 
 def test_query_coverage_resolves_poses_and_reads_without_the_lock():
-    runner, model, holder = make_runner()
+    runner, model, holder = make_runner(seed=False)
     K = runner.camera()[1]
     seen = look_at([0, 0, 0], [1, 0, 0])
     holder.memory.insert(torch.ones(4, H // 16, W // 16), torch.full((H, W), 3.0), K, seen)
@@ -265,6 +275,128 @@ def test_query_coverage_resolves_poses_and_reads_without_the_lock():
         reader.join(WAIT)
     (fraction, depth), = done
     assert fraction[0] > 0.5 and fraction[1] == 0.0 and depth[0] == pytest.approx(3.0, rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ imagination apart
+def _run_goal(runner, g):
+    assert runner.admit()
+    job = Run(runner, g)
+    job.start()
+    return job, job.result()
+
+
+def test_imagination_never_writes_the_observed_memory(tmp_path):
+    runner, model, holder = make_runner()
+    model.gate.set()
+    K = runner.camera()[1]
+    views = torch.stack([SEEN, look_at([0, 0, 0], [-1, 0, 0])])
+    before = holder.memory
+    points, version = before.points.clone(), holder.version()
+    coverage = before.coverage(K, views, (H, W), model.latent_size)
+    before.save(tmp_path / "before.safetensors")
+    _, out = _run_goal(runner, goal(num_frames=6))
+    assert out.status == SUCCEEDED and not out.kept_imagined, out.message
+    assert len(model.calls[0]["memory"]) > len(points)  # the rollout did write: into its scratch copy
+    after = holder.memory
+    assert after is before and holder.version() == version and torch.equal(after.points, points)
+    assert torch.equal(after.coverage(K, views, (H, W), model.latent_size), coverage)
+    after.save(tmp_path / "after.safetensors")
+    assert saved_content(tmp_path / "after.safetensors") == saved_content(tmp_path / "before.safetensors")
+
+
+def saved_content(path):
+    """(header as parsed JSON, tensor bytes) of a .safetensors file: the bytes that carry content. (safetensors writes
+    its metadata map in hash order, so two saves of one memory may order the header's keys differently.)"""
+    import json
+    import struct
+
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + size]), raw[8 + size:]
+
+
+def test_keep_imagined_by_goal_field_or_runner_setting():
+    runner, model, holder = make_runner()
+    model.gate.set()
+    n = len(holder.memory)
+    kept = goal(num_frames=5)
+    kept.keep_imagined = True
+    _, out = _run_goal(runner, kept)
+    assert out.status == SUCCEEDED and out.kept_imagined and "kept in the memory" in out.message
+    assert holder.memory is model.calls[0]["memory"] and len(holder.memory) > n
+    runner2, model2, holder2 = make_runner(keep_imagined=True)
+    model2.gate.set()
+    n2, version2 = len(holder2.memory), holder2.version()
+    _, out = _run_goal(runner2, goal(num_frames=5))
+    assert out.kept_imagined and len(holder2.memory) > n2 and holder2.version() != version2
+    runner2.keep_imagined = False  # a setting between goals
+    n3 = len(holder2.memory)
+    _run_goal(runner2, goal(num_frames=5))
+    assert len(holder2.memory) == n3
+
+
+def test_a_goal_on_an_empty_memory_says_what_it_waits_on():
+    runner, model, _ = make_runner(seed=False, waiting_on=lambda: "/rgb/image (0 msgs), /depth/image (0 msgs)")
+    model.gate.set()
+    _, out = _run_goal(runner, goal())
+    assert out.status == ABORTED and not model.calls
+    assert out.message == "no RGB-D keyframe inserted yet; waiting on /rgb/image (0 msgs), /depth/image (0 msgs)"
+
+
+def test_frames_carry_their_pose_plan_and_observed_mask():
+    runner, model, holder = make_runner(imagined_frame="imagined_cam")
+    model.gate.set()
+    seen, away = SEEN.double().numpy(), look_at([0, 0, 0], [-1, 0, 0]).double().numpy()
+    g = SimpleNamespace(poses=[pose_stamped(seen), pose_stamped(away)], body_frame="", fps=4.0, num_frames=0,
+                        prompt="", seed=0)
+    job, out = _run_goal(runner, g)
+    assert out.status == SUCCEEDED, out.message
+    (plan,) = job.plans
+    np.testing.assert_allclose(plan.cam_to_world, np.stack([seen, away]), atol=1e-6)
+    np.testing.assert_array_equal(plan.stamps, out.stamps)
+    assert out.frame_id == "imagined_cam" and {b.frame_id for b in job.batches} == {"imagined_cam"}
+    poses = np.concatenate([b.cam_to_world for b in job.batches])
+    masks = np.concatenate([b.masks for b in job.batches])
+    np.testing.assert_allclose(poses, out.cam_to_world)
+    np.testing.assert_allclose(out.cam_to_world, np.stack([seen, away]), atol=1e-6)
+    assert masks.shape == (2, H, W) and masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 255}
+    assert (masks[0] == 255).all() and (masks[1] == 0).all()  # seen from pose 0, nothing behind
+    np.testing.assert_array_equal(masks, out.masks)
+    # the mask is the memory's own visibility, upsampled from the latent grid
+    vis, _ = holder.memory.visibility(runner.camera()[1], torch.from_numpy(np.stack([seen, away])).float(), (H, W),
+                                      model.latent_size)
+    np.testing.assert_array_equal(masks[:, ::16, ::16] == 255, vis.numpy())
+
+
+def test_stamps_follow_increasing_pose_stamps_else_fps():
+    runner, model, _ = make_runner()
+    model.gate.set()
+    stamped = goal(num_frames=5, poses=3)
+    for i, ps in enumerate(stamped.poses):
+        ps.header.stamp = SimpleNamespace(sec=10 + i, nanosec=0)
+    _, out = _run_goal(runner, stamped)
+    np.testing.assert_array_equal(out.stamps, [10_000_000_000, 10_500_000_000, 11_000_000_000, 11_500_000_000,
+                                               12_000_000_000])
+    _, out = _run_goal(runner, goal(num_frames=3, fps=2.0, sec=0))  # no stamps: now + i / fps
+    np.testing.assert_array_equal(out.stamps, [42, 42 + 500_000_000, 42 + 1_000_000_000])
+
+
+def test_a_goal_may_name_the_camera_to_imagine_with():
+    cameras = CameraTable()
+    runner, model, _ = make_runner(cameras=cameras)
+    model.gate.set()
+    wrist_goal = goal(num_frames=1, poses=1)
+    wrist_goal.camera = "wrist"
+    _, out = _run_goal(runner, wrist_goal)
+    assert out.status == ABORTED and "camera 'wrist'" in out.message
+    K_wrist = make_intrinsics(300.0, 300.0, 160.0, 120.0)
+    cameras.record(CameraModel("wrist_color_optical_frame", K_wrist, (240, 320), 1, name="wrist"))
+    cameras.record(CameraModel("front_color_optical_frame", make_intrinsics(500.0, 500.0, 320.0, 240.0),
+                               (480, 640), 2, name="front"))
+    _, out = _run_goal(runner, wrist_goal)
+    assert out.status == SUCCEEDED, out.message
+    torch.testing.assert_close(out.intrinsics, fit_intrinsics(K_wrist, (240, 320), (H, W)))
+    assert runner.camera("wrist_color_optical_frame")[0] == "wrist_color_optical_frame"  # by frame too
 
 
 class LocalWait:

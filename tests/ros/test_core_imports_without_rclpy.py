@@ -10,6 +10,7 @@ import textwrap
 RCLPY_FREE = [
     "mirage_ros.core", "mirage_ros.core.ingest", "mirage_ros.core.queue", "mirage_ros.core.goals",
     "mirage_ros.core.goal_poses", "mirage_ros.core.memory_holder", "mirage_ros.core.model_loading",
+    "mirage_ros.core.tf_hold", "mirage_ros.core.input_health", "mirage_ros.core.cache_files", "mirage_ros.dds",
     "mirage_ros.conversions", "mirage_ros.params", "mirage_ros.sync", "mirage_ros.tf_buffer",
     "mirage_ros.bags", "mirage_ros.bags.read", "mirage_ros.bags.write", "mirage_ros.bags.build_memory",
     "mirage_ros.bags.cli", "mirage_ros.sim", "mirage_ros.sim.rig", "mirage.frames",

@@ -1,4 +1,5 @@
-"""mirage_ros.core.ingest without ROS: checks, pose at the stamp, keyframes, the one observe path, cameras."""
+"""mirage_ros.core.ingest without ROS: checks, pose at the stamp, the pose hold, keyframes per camera, the one observe
+path, cameras."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mirage.frames import fit_intrinsics, fit_to_size
 from mirage_ros import conversions as conv
 from mirage_ros.core.ingest import FrameIngestor, FramePair, TransformUnavailable
 from mirage_ros.core.memory_holder import MemoryHolder
+from mirage_ros.core.tf_hold import PoseHold
 
 SRC = (48, 80)  # camera images (H, W); the tiny model's frames are 64x96: a crop and an upscale
 
@@ -112,3 +114,119 @@ def test_each_camera_is_recorded_with_its_own_intrinsics(world_model):
     torch.testing.assert_close(cam.intrinsics, front)
     torch.testing.assert_close(ingest.cameras.get().intrinsics_at(world_model.image_size),
                                fit_intrinsics(wrist, SRC, world_model.image_size))
+
+
+# ------------------------------------------------------------------------------------------ the pose hold
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_hold_retries_oldest_first_expires_and_overflows():
+    clock = Clock()
+    hold = PoseHold(0.2, capacity=3, clock=clock)
+    assert hold.enabled and not PoseHold(0.0).enabled
+    for i in range(3):
+        assert hold.add(i) is None
+    assert hold.add(3) == 0 and hold.overflowed == 1 and len(hold) == 3  # the oldest makes room
+    seen = []
+    assert hold.retry(lambda item: seen.append(item) or item == 2) == [] and seen == [1, 2, 3]
+    assert len(hold) == 2
+    clock.t += 0.25
+    assert hold.retry(lambda item: item == 3) == [1] and hold.expired == 1 and len(hold) == 0
+    assert hold.held == 4 and len(hold.waits) == 2 and hold.waits[-1] == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        PoseHold(-1.0)
+
+
+def test_a_set_waits_for_its_pose_and_goes_in_when_it_arrives(world_model):
+    clock = Clock()
+    ingest, holder, poses = make(world_model)
+    ingest.hold, ingest.clock = PoseHold(0.2, clock=clock), clock
+    item = pair(stamp_ns=5)
+    item.arrival = clock.t
+    assert ingest.offer(item) is None  # no pose yet: held, not dropped
+    assert len(ingest.hold) == 1 and ingest.stats.frames_held == 1 and ingest.stats.frames_dropped_tf == 0
+    assert ingest.retry_held() == [] and len(ingest.hold) == 1  # still nothing
+    clock.t += 0.05
+    poses[("cam", 5)] = look_at([0, 0, 1], [1, 0, 1]).double().numpy()  # the transform arrives
+    assert ingest.retry_held() == [] and len(ingest.hold) == 0
+    assert ingest.stats.keyframes == 1 and len(holder.memory) > 0
+    assert ingest.stats.latencies[-1] == pytest.approx(0.05)  # arrival -> memory includes the wait
+
+
+def test_a_set_whose_pose_never_comes_expires_and_is_counted(world_model):
+    clock = Clock()
+    ingest, holder, _ = make(world_model)
+    ingest.hold = PoseHold(0.2, clock=clock)
+    assert ingest.offer(pair(stamp_ns=7)) is None
+    clock.t += 0.3
+    (failed, exc), = ingest.retry_held()
+    assert isinstance(exc, TransformUnavailable) and "within tf_hold=0.20 s" in str(exc)
+    assert ingest.stats.frames_expired_tf == 1 and ingest.stats.frames_dropped_tf == 1 and len(holder.memory) == 0
+
+
+def test_hopeless_stamps_and_no_hold_drop_at_once(world_model):
+    ingest, _, _ = make(world_model)
+    ingest.hold = PoseHold(0.2)
+    ingest.retryable = lambda exc: False  # e.g. older than the TF cache
+    with pytest.raises(TransformUnavailable):
+        ingest.offer(pair(stamp_ns=8))
+    ingest.hold, ingest.retryable = None, (lambda exc: True)
+    with pytest.raises(TransformUnavailable):
+        ingest.offer(pair(stamp_ns=9))
+    assert ingest.stats.frames_dropped_tf == 2 and ingest.stats.frames_held == 0
+
+
+def test_a_full_hold_names_the_set_it_pushed_out(world_model):
+    ingest, _, _ = make(world_model)
+    ingest.hold = PoseHold(5.0, capacity=1)
+    assert ingest.offer(pair(stamp_ns=1_000_000_000)) is None
+    with pytest.raises(TransformUnavailable, match="hold is full.*t=1.000 s"):
+        ingest.offer(pair(stamp_ns=2_000_000_000))
+    assert len(ingest.hold) == 1 and ingest.stats.frames_dropped_tf == 1
+
+
+def test_each_camera_selects_its_own_keyframes(world_model):
+    ingest, holder, poses = make(world_model)
+    c2w = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    poses[("front", 1)] = poses[("wrist", 2)] = poses[("front", 3)] = c2w
+    front, wrist, again = pair(stamp_ns=1, frame="front"), pair(stamp_ns=2, frame="wrist"), pair(stamp_ns=3,
+                                                                                                  frame="front")
+    front.camera, wrist.camera, again.camera = "front", "wrist", "front"
+    assert ingest.offer(front) is True
+    assert ingest.offer(wrist) is True  # its first frame: a keyframe of its own, though at the same pose
+    assert ingest.offer(again) is False
+    assert ingest.cameras.get("wrist").frame_id == "wrist" and ingest.cameras.names() == ["front", "wrist"]
+    assert holder.keyframes == 2
+
+
+def test_the_optical_frame_parameter_overrides_the_header(world_model):
+    ingest, _, poses = make(world_model)
+    poses[("wrist_optical", 4)] = np.eye(4)
+    item = pair(stamp_ns=4, frame="")
+    item.camera, item.optical_frame = "wrist", "wrist_optical"
+    assert ingest.offer(item) is True
+    assert ingest.cameras.get("wrist").frame_id == "wrist_optical"
+
+
+def test_pause_holds_in_both_stages(world_model):
+    """~/set_ingest_paused: a set offered while paused is counted and not posed; a keyframe candidate that queued
+    for the encoder before the pause is not inserted either; after resume the next candidate goes in."""
+    ingest, holder, poses = make(world_model)
+    queued = []
+    ingest.encoder = lambda candidate, camera: queued.append(candidate)
+    c2w = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    poses[("cam", 1)] = poses[("cam", 2)] = c2w
+    assert ingest.offer(pair(stamp_ns=1)) is None and len(queued) == 1  # a candidate, waiting for the encoder
+    ingest.paused = True
+    assert ingest.offer(pair(stamp_ns=2)) is False and len(queued) == 1
+    assert ingest.encode(queued.pop()) is False
+    assert ingest.stats.frames_paused == 2 and ingest.stats.frames_posed == 1 and len(holder.memory) == 0
+    ingest.paused = False
+    assert ingest.offer(pair(stamp_ns=2)) is None and ingest.encode(queued.pop()) is True
+    assert ingest.stats.keyframes == 1 and len(holder.memory) > 0

@@ -57,3 +57,37 @@ def test_queue_put_is_thread_safe():
     for t in threads:
         t.join()
     assert q.pushed == 800 and len(q) == 3 and q.dropped == 797
+
+
+def test_each_key_has_its_own_bound():
+    q = KeepLatestQueue(1)
+    for i in range(5):
+        q.put(("front", i), key="front")
+    q.put(("wrist", 0), key="wrist")  # a slow camera is never pushed out by a fast one
+    q.put(("front", 5), key="front")
+    assert len(q) == 2 and q.dropped == 5 and q.high_water == 1
+    assert [q.get(0), q.get(0), q.get(0)] == [("wrist", 0), ("front", 5), None]
+
+
+def test_wake_returns_a_waiting_get_and_the_worker_runs_its_idle_step():
+    q = KeepLatestQueue(1)
+    t0 = time.monotonic()
+    threading.Timer(0.05, q.wake).start()
+    assert q.get(timeout=5.0) is None and time.monotonic() - t0 < 2.0
+    pending = [3]
+    idle_calls, errors = [], []
+
+    def idle():
+        idle_calls.append(time.monotonic())
+        if pending[0]:
+            pending[0] -= 1
+            return [("held", ValueError("expired"))] if pending[0] == 0 else []
+        return []
+
+    worker = IngestWorker(q, lambda item: None, on_error=lambda item, exc: errors.append((item, str(exc))),
+                          idle=idle, pending=lambda: pending[0], tick=0.01).start()
+    try:
+        assert worker.wait_idle(5.0)  # waits for what idle() still owes
+        assert pending[0] == 0 and errors == [("held", "expired")] and len(idle_calls) >= 3
+    finally:
+        worker.stop()

@@ -1,4 +1,5 @@
-"""The mirage node over real rclpy on loopback DDS: seeding, cloud, goals, cancel, policy, services, TF, bad input.
+"""The mirage node over real rclpy on loopback DDS: seeding, cloud, goals, cancel, policy, services, TF, bad input,
+imagination kept apart from observations, imagined poses and masks, the cache directory, the input watchdog, cameras.
 
 One module-wide graph (own context and DDS domain) holds the node (tiny model, 2 steps), a synthetic camera that
 publishes only when told (``publish_frame``), and a client node. Every wait has a deadline.
@@ -36,8 +37,10 @@ def rig():
 class Env:
     """The graph plus helpers that feed frames and talk to the node."""
 
-    def __init__(self, world_model, rig):
+    def __init__(self, world_model, rig, cache_dir):
+        from nav_msgs.msg import Path
         from rclpy.action import ActionClient
+        from tf2_msgs.msg import TFMessage
         from rclpy.parameter import Parameter
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
@@ -53,7 +56,9 @@ class Env:
         self.params = [Parameter("input_qos", value="reliable"), Parameter("steps", value=2),
                        Parameter("cloud_rate", value=10.0), Parameter("stats_rate", value=10.0),
                        Parameter("keyframe_translation", value=0.05), Parameter("tf_timeout", value=0.2),
-                       Parameter("cloud_max_points", value=50), Parameter("ingest_queue_size", value=20)]
+                       Parameter("cloud_max_points", value=50), Parameter("ingest_queue_size", value=20),
+                       Parameter("cache_directory", value=str(cache_dir))]
+        self.cache_dir = cache_dir
         self.node = g.add(MirageNode(world_model=world_model, context=g.context, parameter_overrides=self.params))
         self.camera = SyntheticCamera(rig=rig, autostart=False, context=g.context,
                                       parameter_overrides=[Parameter("reliable", value=True)])
@@ -61,9 +66,12 @@ class Env:
         self.client = g.node("test_client")
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.clouds, self.images, self.stats = [], [], []
+        self.clouds, self.images, self.stats, self.masks, self.paths, self.tf = [], [], [], [], [], []
         self.client.create_subscription(PointCloud2, "/mirage/cache/points", self.clouds.append, latched)
         self.client.create_subscription(Image, "/mirage/imagined/image", self.images.append, 50)
+        self.client.create_subscription(Image, "/mirage/imagined/observed_mask", self.masks.append, 50)
+        self.client.create_subscription(Path, "/mirage/imagined/path", self.paths.append, latched)
+        self.client.create_subscription(TFMessage, "/tf", self.tf.append, 200)
         self.client.create_subscription(CacheStats, "/mirage/cache/stats", self.stats.append, 10)
         self.action = ActionClient(self.client, ImagineTrajectory, "/mirage/imagine_trajectory")
         g.start()
@@ -150,8 +158,8 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(world_model, rig):
-    e = Env(world_model, rig)
+def env(world_model, rig, tmp_path_factory):
+    e = Env(world_model, rig, tmp_path_factory.mktemp("cache"))
     try:
         yield e
     finally:
@@ -198,7 +206,102 @@ def test_goal_publishes_frames_and_matching_result(env):
     assert len(env.images) == 6
     stamps = [im.header.stamp.sec + im.header.stamp.nanosec * 1e-9 for im in env.images]
     np.testing.assert_allclose(np.diff(stamps), 0.2, atol=1e-6)
-    assert {im.header.frame_id for im in env.images} == {"odom"}
+    assert {im.header.frame_id for im in env.images} == {"mirage_imagined_optical_frame"}
+    fb = feedback[-1].feedback  # per denoising step, saying which
+    assert fb.steps_per_chunk == 2 and 1 <= fb.step <= 2 and fb.chunks_total >= 1 and fb.frames_per_chunk > 0
+
+
+def _ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def test_imagined_frames_carry_pose_tf_path_and_observed_mask(env):
+    from action_msgs.msg import GoalStatus
+
+    from mirage_ros import conversions as conv
+
+    env.images.clear(), env.masks.clear(), env.tf.clear()
+    handle = env.send(env.goal((2, 2, 9, 15), return_frames=True, fps=4.0))
+    res = env.result(handle)
+    assert res.status == GoalStatus.STATUS_SUCCEEDED, res.result.message
+    r = res.result
+    assert r.camera_frame == "mirage_imagined_optical_frame" and len(r.poses) == len(r.observed_masks) == 4
+    stamps = [_ns(p.header.stamp) for p in r.poses]
+    assert [_ns(f.header.stamp) for f in r.frames] == stamps == [_ns(m.header.stamp) for m in r.observed_masks]
+    for i, pose in zip((2, 2, 9, 15), r.poses):  # the poses the frames were imagined at, in the world frame
+        assert pose.header.frame_id == "odom"
+        np.testing.assert_allclose(conv.pose_to_matrix(pose.pose).numpy(), env.rig.frame(i).cam_to_world, atol=1e-5)
+    masks = [conv.image_to_numpy(m) for m in r.observed_masks]
+    assert all(m.dtype == np.uint8 and m.shape == (64, 96) and set(np.unique(m)) <= {0, 255} for m in masks)
+    assert (masks[0] == 255).mean() > 0.2  # a seeded view: mostly observed
+    env.graph.wait_until(lambda: len(env.masks) >= 4, WAIT, "4 observed masks on the topic")
+    assert [_ns(m.header.stamp) for m in env.masks] == stamps
+    np.testing.assert_array_equal(conv.image_to_numpy(env.masks[0]), masks[0])
+    # the imagined camera on /tf at each frame's stamp, published before its image
+    imagined = env.graph.wait_until(lambda: (lambda t: len(t) >= 4 and t)(
+        [t for m in env.tf for t in m.transforms if t.child_frame_id == "mirage_imagined_optical_frame"]),
+        WAIT, "the imagined camera on /tf")
+    assert [_ns(t.header.stamp) for t in imagined] == stamps and {t.header.frame_id for t in imagined} == {"odom"}
+    np.testing.assert_allclose(conv.transform_to_matrix(imagined[2].transform).numpy(),
+                               env.rig.frame(9).cam_to_world, atol=1e-5)
+    # and the goal's Path, latched
+    path = env.graph.wait_until(lambda: env.paths and len(env.paths[-1].poses) == 4 and env.paths[-1], WAIT, "path")
+    assert path.header.frame_id == "odom" and [_ns(p.header.stamp) for p in path.poses] == stamps
+
+
+def _coverage(env, indices):
+    from geometry_msgs.msg import PoseStamped
+
+    from mirage_ros import conversions as conv
+    from mirage_ros.srv import QueryCoverage
+
+    request = QueryCoverage.Request()
+    for i in indices:
+        ps = PoseStamped()
+        ps.header.frame_id = "odom"
+        ps.pose = conv.matrix_to_pose(env.rig.frame(i).cam_to_world)
+        request.poses.append(ps)
+    return env.call(QueryCoverage, "/mirage/query_coverage", request)
+
+
+def _saved(env, name):
+    """Header (parsed) and tensor bytes of a save through ~/save_cache (safetensors orders its header by hash)."""
+    import json
+    import struct
+
+    from mirage_ros.srv import SaveCache
+
+    r = env.call(SaveCache, "/mirage/save_cache", SaveCache.Request(path=name))
+    assert r.success, r.message
+    raw = (env.cache_dir / name).read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + size]), raw[8 + size:]
+
+
+def test_a_goal_leaves_points_coverage_and_saves_as_observed(env):
+    from action_msgs.msg import GoalStatus
+
+    holder = env.node.holder
+    points, version = holder.memory.points.clone(), holder.version()
+    coverage = list(_coverage(env, (2, 9, 15)).coverage)
+    saved = _saved(env, "before_goal.safetensors")
+    res = env.result(env.send(env.goal((2, 9, 15), num_frames=9)))
+    assert res.status == GoalStatus.STATUS_SUCCEEDED and "kept" not in res.result.message
+    assert holder.version() == version and torch_equal(holder.memory.points, points)
+    assert list(_coverage(env, (2, 9, 15)).coverage) == coverage
+    assert _saved(env, "after_goal.safetensors") == saved
+    # opting in keeps what was imagined (then the observed memory comes back from the file)
+    kept = env.goal((2, 9, 15), num_frames=9)
+    kept.keep_imagined = True
+    res = env.result(env.send(kept))
+    assert res.status == GoalStatus.STATUS_SUCCEEDED and "kept in the memory" in res.result.message
+    assert holder.version() != version
+    holder.load(str(env.cache_dir / "before_goal.safetensors"))
+    assert torch_equal(holder.memory.points, points)
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def test_goal_through_body_frame_interpolates(env):
@@ -285,8 +388,17 @@ def test_coverage_seen_beats_unseen(env):
         request.poses.append(ps)
     response = env.call(QueryCoverage, "/mirage/query_coverage", request)
     cov = list(response.coverage)
+    assert response.success and "3 poses" in response.message
     assert len(cov) == 3 and cov[0] > 0.2 and cov[0] > cov[1] and cov[2] == 0.0
     assert response.mean_depth[0] > 0 and response.mean_depth[2] == 0.0
+    # refusals come back with the reason
+    request.poses[1].pose.orientation.w = 3.0
+    bad = env.call(QueryCoverage, "/mirage/query_coverage", request)
+    assert not bad.success and "unit" in bad.message and list(bad.coverage) == []
+    request.poses[1].pose.orientation.w = 1.0
+    request.camera = "no_such_camera"
+    bad = env.call(QueryCoverage, "/mirage/query_coverage", request)
+    assert not bad.success and "no_such_camera" in bad.message
 
 
 def test_save_clear_load_round_trip(env, tmp_path):
@@ -296,23 +408,35 @@ def test_save_clear_load_round_trip(env, tmp_path):
 
     memory = env.node.holder.memory
     points, features = memory.points.clone(), memory.features.clone()
-    path = str(tmp_path / "cache" / "memory.safetensors")
-    r = env.call(SaveCache, "/mirage/save_cache", SaveCache.Request(path=path))
+    cache = env.cache_dir
+    r = env.call(SaveCache, "/mirage/save_cache", SaveCache.Request(path="rooms/memory.safetensors"))
     assert r.success, r.message
+    path = str(cache / "rooms" / "memory.safetensors")
+    assert path in r.message
+    # names outside the cache directory are refused, and nothing is created anywhere
+    outside = tmp_path / "outside"
+    before = sorted(p.name for p in cache.rglob("*"))
+    for name, word in ((str(outside / "memory.safetensors"), "absolute"), ("/mirage_root_dir/memory.safetensors",
+                                                                           "absolute"),
+                       ("../memory.safetensors", "'..'"), ("", "file name"), ("memory.bin", ".safetensors")):
+        for srv, service in ((SaveCache, "/mirage/save_cache"), (LoadCache, "/mirage/load_cache")):
+            refused = env.call(srv, service, srv.Request(path=name))
+            assert not refused.success and word in refused.message, (name, refused.message)
+    assert not outside.exists() and not os.path.exists("/mirage_root_dir")
+    assert sorted(p.name for p in cache.rglob("*")) == before and not (cache.parent / "memory.safetensors").exists()
     assert env.call(Trigger, "/mirage/clear_cache", Trigger.Request()).success
     assert len(env.node.holder.memory) == 0
     env.graph.wait_until(lambda: env.clouds and env.clouds[-1].width == 0, WAIT, "an empty cloud after clear")
-    bad = env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path=str(tmp_path / "missing.safetensors")))
+    bad = env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path="missing.safetensors"))
     assert not bad.success and "no file" in bad.message and len(env.node.holder.memory) == 0
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"not a memory")
-    assert not env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path=str(junk))).success
+    (cache / "junk.safetensors").write_bytes(b"not a memory")
+    assert not env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path="junk.safetensors")).success
     from mirage.memory import LatentSpatialMemory
 
-    LatentSpatialMemory(channels=8).save(tmp_path / "narrow.safetensors")
-    narrow = env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path=str(tmp_path / "narrow.safetensors")))
+    LatentSpatialMemory(channels=8).save(cache / "narrow.safetensors")
+    narrow = env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path="narrow.safetensors"))
     assert not narrow.success and "channel" in narrow.message and len(env.node.holder.memory) == 0
-    r = env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path=path))
+    r = env.call(LoadCache, "/mirage/load_cache", LoadCache.Request(path="rooms/memory.safetensors"))
     assert r.success, r.message
     loaded = env.node.holder.memory
     assert loaded.points.shape == points.shape
@@ -422,30 +546,182 @@ def test_bad_input_is_rejected_and_memory_kept(env):
     assert res.status == GoalStatus.STATUS_SUCCEEDED
 
 
-def test_input_watchdog_names_topics(env):
+class LogSpy:
+    """Collects what a node logs (warning / info) while it is installed; the logger still logs."""
+
+    def __init__(self, node):
+        self.node, self.original, self.warnings, self.infos = node, node.get_logger, [], []
+        spy = self
+
+        class Logger:
+            def __init__(self, logger):
+                self._logger = logger
+
+            def warning(self, msg, **kw):
+                spy.warnings.append(msg)
+
+            def info(self, msg, **kw):
+                spy.infos.append(msg)
+
+            def __getattr__(self, name):
+                return getattr(self._logger, name)
+
+        node.get_logger = lambda: Logger(spy.original())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.node.get_logger = self.original
+
+
+def test_input_watchdog_names_topics_and_backs_off(env):
     node = env.node
-    node._last_pair_time -= 100.0
-    node._warned_at = 0.0
-    messages = []
-    original = node.get_logger
+    for camera in node.input.cameras:
+        camera.last_pair_time -= 100.0
+    node._warned_at, node._warn_interval, node._loaded_at = float("-inf"), node.params.input_timeout, None
+    with LogSpy(node) as spy:
+        env.graph.wait_until(lambda: [m for m in spy.warnings if "no synced" in m], WAIT, "the input warning")
+    message = [m for m in spy.warnings if "no synced" in m][0]
+    assert "/rgb/image" in message and "/depth/image" in message and "/rgb/camera_info" in message
+    assert f"next reminder in {2 * node.params.input_timeout:.0f} s" in message
+    assert node._warn_interval == 2 * node.params.input_timeout  # then 4x, 8x, ... up to 300 s
+    env.feed(1)  # input again: the interval starts over
+    env.graph.wait_until(lambda: node._warn_interval == node.params.input_timeout, WAIT, "the reset")
 
-    class Spy:
-        def __init__(self, logger):
-            self._logger = logger
 
-        def warning(self, msg, **kw):
-            messages.append(msg)
+def _aux_node(env, name, topics_prefix, **params):
+    """A second node on the shared model with input topics of its own (nothing else publishes there)."""
+    from rclpy.parameter import Parameter
 
-        def __getattr__(self, name):
-            return getattr(self._logger, name)
+    from mirage_ros.node import MirageNode
 
-    node.get_logger = lambda: Spy(original())
+    overrides = [*env.params, Parameter("camera.rgb_topic", value=f"/{topics_prefix}/rgb/image"),
+                 Parameter("camera.depth_topic", value=f"/{topics_prefix}/depth/image"),
+                 Parameter("camera.camera_info_topic", value=f"/{topics_prefix}/rgb/camera_info")]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return env.graph.add(MirageNode(world_model=env.world_model, node_name=name, context=env.graph.context,
+                                    parameter_overrides=overrides))
+
+
+def test_a_goal_on_an_empty_memory_says_what_it_waits_on(env):
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+
+    from mirage_ros.action import ImagineTrajectory
+    from mirage_ros.run import wait_future
+
+    node = _aux_node(env, "mirage_empty", "empty_cam")
+    client = ActionClient(env.client, ImagineTrajectory, "/mirage_empty/imagine_trajectory")
     try:
-        env.graph.wait_until(lambda: messages, WAIT, "the input warning")
+        assert client.wait_for_server(timeout_sec=WAIT)
+        handle = wait_future(client.send_goal_async(env.goal()), WAIT, "goal")
+        res = wait_future(handle.get_result_async(), WAIT, "result")
+        assert res.status == GoalStatus.STATUS_ABORTED
+        assert res.result.message.startswith("no RGB-D keyframe inserted yet; waiting on /empty_cam/rgb/image (0 msgs)")
+        assert "/empty_cam/depth/image" in res.result.message and "/empty_cam/rgb/camera_info" in res.result.message
     finally:
-        node.get_logger = original
-    assert "/rgb/image" in messages[0] and "/depth/image" in messages[0] and "/rgb/camera_info" in messages[0]
-    assert time.monotonic() - node._warned_at < WAIT
+        client.destroy()
+        env.graph.remove(node)
+
+
+def test_serving_a_loaded_cache_warns_once(env):
+    from mirage_ros.srv import LoadCache
+
+    env.node.holder.save(str(env.cache_dir / "served.safetensors"))
+    node = _aux_node(env, "mirage_served", "served_cam", input_timeout=0.5)
+    try:
+        with LogSpy(node) as spy:
+            r = env.call(LoadCache, "/mirage_served/load_cache", LoadCache.Request(path="served.safetensors"))
+            assert r.success, r.message
+            env.graph.wait_until(lambda: [m for m in spy.warnings if "serving the loaded cache" in m], WAIT,
+                                 "the loaded-cache warning")
+            time.sleep(3.0)  # six watchdog periods of 0.5 s input_timeout
+        quiet = [m for m in spy.warnings if "no synced" in m]
+        first = next(i for i, m in enumerate(quiet) if "serving the loaded cache" in m)
+        assert len(quiet) == first + 1 and "not repeated until input arrives" in quiet[first], quiet
+    finally:
+        env.graph.remove(node)
+
+
+def test_the_node_says_what_it_ingested_when_input_stops(env):
+    from mirage_ros.sim.camera import SyntheticCamera
+    from mirage_ros.sim.rig import RigConfig, SyntheticRig
+    from rclpy.parameter import Parameter
+
+    node = _aux_node(env, "mirage_burst", "burst/cam", input_timeout=0.5)
+    rig = SyntheticRig(RigConfig(height=48, width=64, num_frames=16, body_frame="burst_base",
+                                 camera_frame="burst_optical"))
+    camera = SyntheticCamera(node_name="burst_camera", rig=rig, autostart=False, context=env.graph.context,
+                             namespace="burst/cam", parameter_overrides=[Parameter("reliable", value=True)])
+    env.graph.add(camera.node)
+    try:
+        env.graph.wait_until(lambda: camera.rgb_pub.get_subscription_count() >= 1, WAIT, "subscriptions")
+        with LogSpy(node) as spy:
+            for i in range(4):
+                camera.publish_frame(i, env.next_stamp())
+                time.sleep(0.05)
+            summary = env.graph.wait_until(lambda: [m for m in spy.infos if m.startswith("input stopped")], WAIT,
+                                           "the end-of-input summary")
+        assert "it brought 4 rgb/depth/camera_info sets" in summary[0], summary[0]
+        assert f"memory {len(node.holder.memory)} points" in summary[0] and len(summary) == 1
+    finally:
+        env.graph.remove(camera.node)
+        env.graph.remove(node)
+
+
+def test_several_cameras_feed_one_memory_and_goals_pick_one(env):
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+    from rclpy.parameter import Parameter
+
+    from mirage.frames import fit_intrinsics
+    from mirage_ros.action import ImagineTrajectory
+    from mirage_ros.node import MirageNode
+    from mirage_ros.run import wait_future
+    from mirage_ros.sim.camera import SyntheticCamera
+    from mirage_ros.sim.rig import RigConfig, SyntheticRig
+
+    node = env.graph.add(MirageNode(world_model=env.world_model, node_name="mirage_multi", context=env.graph.context,
+                                    parameter_overrides=[*env.params, Parameter("cameras", value=["front", "wrist"]),
+                                                         Parameter("front.rgb_topic", value="/front/rgb/image"),
+                                                         Parameter("front.depth_topic", value="/front/depth/image"),
+                                                         Parameter("front.camera_info_topic",
+                                                                   value="/front/rgb/camera_info")]))
+    rigs = {"front": SyntheticRig(RigConfig(height=48, width=64, num_frames=16, body_frame="front_base",
+                                            camera_frame="front_optical")),
+            "wrist": SyntheticRig(RigConfig(height=60, width=60, num_frames=16, trajectory="turn", scene_seed=0,
+                                            body_frame="wrist_base", camera_frame="wrist_optical"))}
+    cameras = {name: SyntheticCamera(node_name=f"{name}_camera", rig=rig, autostart=False, namespace=name,
+                                     context=env.graph.context, parameter_overrides=[Parameter("reliable", value=True)])
+               for name, rig in rigs.items()}
+    for camera in cameras.values():
+        env.graph.add(camera.node)
+    client = ActionClient(env.client, ImagineTrajectory, "/mirage_multi/imagine_trajectory")
+    try:
+        assert [c.topics["rgb"] for c in node.input.cameras] == ["/front/rgb/image", "/wrist/rgb/image"]
+        env.graph.wait_until(lambda: all(c.rgb_pub.get_subscription_count() >= 1 for c in cameras.values()), WAIT,
+                             "both cameras' subscriptions")
+        for i in (0, 5, 10):
+            for name, camera in cameras.items():
+                camera.publish_frame(i, env.next_stamp())
+        env.graph.wait_until(lambda: node.ingestor.stats.frames_in >= 6 and node.worker.wait_idle(0.05), WAIT,
+                             "six sets")
+        assert node.ingestor.cameras.names() == ["front", "wrist"] and set(node.ingestor.selectors) == {"front",
+                                                                                                         "wrist"}
+        assert node.ingestor.stats.frames_dropped_tf == 0 and node.holder.keyframes >= 4 and len(node.holder.memory)
+        K_wrist = fit_intrinsics(rigs["wrist"].intrinsics, (60, 60), env.node.image_size)
+        assert np.allclose(node.runner.camera("wrist")[1].numpy(), K_wrist.numpy())
+        assert client.wait_for_server(timeout_sec=WAIT)
+        g = env.goal((0,), num_frames=1)
+        g.camera = "wrist"
+        res = wait_future(wait_future(client.send_goal_async(g), WAIT, "goal").get_result_async(), 60, "result")
+        assert res.status == GoalStatus.STATUS_SUCCEEDED, res.result.message
+    finally:
+        client.destroy()
+        for camera in cameras.values():
+            env.graph.remove(camera.node)
+        env.graph.remove(node)
 
 
 def test_rollout_failure_aborts_and_the_node_keeps_serving(env, monkeypatch):

@@ -145,8 +145,10 @@ def test_compressed_input_seeds_the_memory(env):
     stats = env.node.ingestor.stats
     assert stats.frames_rejected == 0 and stats.frames_dropped_tf == 0, stats.last_error
     assert stats.keyframes >= 2 and len(env.node.holder.memory) > 0
-    assert env.node.rgb_sub.topic_name == "/rgb/image/compressed"
-    assert env.node.depth_sub.topic_name == "/depth/image/compressedDepth"
+    (camera,) = env.node.input.cameras
+    assert camera.topics["rgb"] == "/rgb/image/compressed" and camera.topics["depth"] == "/depth/image/compressedDepth"
+    assert [sub.topic_name for sub in camera.subscriptions[:2]] == ["/rgb/image/compressed",
+                                                                    "/depth/image/compressedDepth"]
 
 
 def test_a_corrupt_payload_is_counted_and_the_node_carries_on(env):
@@ -192,15 +194,25 @@ def test_diagnostics_report_every_part(env):
 
 
 def test_live_parameters_apply_or_are_refused_with_the_reason(env):
-    node = env.node
-    ok = env.set_params(keyframe_translation=0.5, cloud_rate=5.0, goal_policy="preempt", steps=3, torch_threads=1)
-    assert all(r.successful for r in ok), [r.reason for r in ok]
-    assert node.params.keyframe_translation == 0.5 and node.ingestor.selector.translation == 0.5
-    assert node.cloud_timer.timer_period_ns == 200_000_000
-    assert node.runner.policy == "preempt" and node.runner.steps == 3
     import torch
 
-    assert torch.get_num_threads() == 1
+    node = env.node
+    # torch_threads: a value other than the current one first, so the second set has something to change; torch
+    # counts threads per thread, so the node's workers adopt it (torch_threads_here), as this thread does here
+    first = 2 if node.torch_threads == 1 else 1
+    assert all(r.successful for r in env.set_params(torch_threads=first)) and node.torch_threads == first
+    node.torch_threads_here()
+    assert torch.get_num_threads() == first
+    ok = env.set_params(keyframe_translation=0.5, cloud_rate=5.0, goal_policy="preempt", steps=3,
+                        torch_threads=3 - first)
+    assert all(r.successful for r in ok), [r.reason for r in ok]
+    assert node.params.keyframe_translation == 0.5
+    assert node.ingestor.selectors and all(s.translation == 0.5 for s in node.ingestor.selectors.values())
+    assert node.ingestor.selector("a camera not seen yet").translation == 0.5
+    assert node.cloud_timer.timer_period_ns == 200_000_000
+    assert node.runner.policy == "preempt" and node.runner.steps == 3
+    node.torch_threads_here()
+    assert node.torch_threads == torch.get_num_threads() == 3 - first
     for bad, word in ((dict(steps=0), "steps"), (dict(goal_policy="queue"), "goal_policy"),
                       (dict(model="tiny"), "read-only"), (dict(dtype="bfloat16"), "read-only"),
                       (dict(cloud_colors="rainbow"), "cloud_colors")):

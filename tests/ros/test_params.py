@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from mirage_ros.params import PARAM_SPECS, NodeParams, validate_params
+from mirage_ros.params import CAMERA_SPECS, PARAM_SPECS, CameraConfig, NodeParams, validate_cameras, validate_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_yaml_matches_parameter_table():
     data = yaml.safe_load((ROOT / "config" / "mirage.yaml").read_text())
     values = data["/**"]["ros__parameters"]
+    cameras = {name: values.pop(name) for name in NodeParams.defaults().cameras}  # <camera>.<name> nest in YAML
     assert set(values) == {s.name for s in PARAM_SPECS}
+    for index, (name, entries) in enumerate(cameras.items()):
+        assert set(entries) == {s.name for s in CAMERA_SPECS}
+        assert validate_cameras((name,), {f"{name}.{k}": v for k, v in entries.items()}) == \
+            [CameraConfig.default(name, index)]
     for spec in PARAM_SPECS:
         assert values[spec.name] == spec.default, spec.name
         assert type(values[spec.name]) is type(spec.default), f"{spec.name}: YAML type differs from the declared one"
@@ -43,10 +48,25 @@ def test_5b_parameters_map_to_the_world_model():
     ({"steps": 0}, "steps"), ({"goal_policy": "queue"}, "goal_policy"), ({"image_height": 70}, "image_height"),
     ({"chunk_frames": 8}, "chunk_frames"), ({"dtype": "int8"}, "dtype"), ({"world_frame": ""}, "world_frame"),
     ({"keyframe_translation": -1.0}, "keyframe_translation"), ({"steps": "four"}, "steps"),
+    ({"tf_hold": -0.1}, "tf_hold"), ({"torch_threads": -1}, "torch_threads"), ({"cameras": []}, "cameras"),
+    ({"cameras": ["front", "front"]}, "twice"), ({"cameras": ["front.left"]}, "camera name"),
+    ({"cameras": "front"}, "cameras"), ({"imagined_frame": "odom"}, "imagined_frame"),
 ])
 def test_bad_parameters_raise_naming_them(bad, word):
     with pytest.raises(ValueError, match=word):
         validate_params(bad)
+
+
+def test_cameras_default_to_todays_topics_then_to_their_names():
+    front, wrist = validate_cameras(("front", "wrist"), {"wrist.optical_frame": "wrist_color_optical_frame"})
+    assert (front.rgb_topic, front.depth_topic, front.camera_info_topic, front.optical_frame) == \
+        ("rgb/image", "depth/image", "rgb/camera_info", "")
+    assert (wrist.rgb_topic, wrist.depth_topic, wrist.camera_info_topic, wrist.optical_frame) == \
+        ("wrist/rgb/image", "wrist/depth/image", "wrist/rgb/camera_info", "wrist_color_optical_frame")
+    with pytest.raises(ValueError, match="share an input topic"):
+        validate_cameras(("a", "b"), {"b.rgb_topic": "rgb/image"})
+    with pytest.raises(ValueError, match="a.depth_topic"):
+        validate_cameras(("a",), {"a.depth_topic": " "})
 
 
 # ------------------------------------------------------------------------------------------ launch and RViz
@@ -58,7 +78,7 @@ def test_launch_file_declares_the_arguments_and_rviz_matches_the_node():
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
     assert {"use_sim_time", "namespace", "params_file", "rgb_topic", "depth_topic", "camera_info_topic", "rviz",
-            "log_level", "bag"} <= declared
+            "log_level", "bag", "bag_wait"} <= declared
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     rviz = yaml.safe_load((ROOT / "config" / "mirage.rviz").read_text())["Visualization Manager"]
     assert rviz["Global Options"]["Fixed Frame"] == NodeParams.defaults().world_frame
