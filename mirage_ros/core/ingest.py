@@ -11,6 +11,9 @@ the model's size exactly as its keyframes are, not with whatever keyframe happen
 cameras insert into the one memory, each with its own keyframe selection (a wrist camera's motion does not decide
 the front camera's keyframes).
 
+(Over the ~400-line guide on purpose: the two ingest stages — pose every set, encode keyframe candidates — share
+the per-camera state and the counters, and splitting them would split one state machine across two files.)
+
 Two entry points: :meth:`FrameIngestor.process` (a blocking lookup, ``mirage build-cache``) and
 :meth:`FrameIngestor.offer` + :meth:`FrameIngestor.retry_held` (the node): a set whose pose is not there yet waits
 in a bounded :class:`~mirage_ros.core.tf_hold.PoseHold` instead of being dropped. In the node, posing and encoding
