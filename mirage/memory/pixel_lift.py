@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from mirage.memory.base import PointMemory
 from mirage.memory.lifting import check_frames, check_grid_sizes, check_rgb, lift_frames, pool_depth, to_uint8_colors
 from mirage.memory.protocol import Encoder, Readout
-from mirage.memory.readout import check_views, read_points
-from mirage.ops import rasterize
+from mirage.memory.readout import check_views, pixel_visibility, read_points
 
 __all__ = ["PixelLiftMemory", "upsample_latents", "pool_features"]
 
@@ -84,10 +83,6 @@ class PixelLiftMemory(PointMemory):
     def __repr__(self) -> str:
         return (f"PixelLiftMemory(points={len(self)}, channels={self.channels}, voxel_size={self.voxel_size}, "
                 f"max_points={self.max_points}, device={self.device}, dtype={self.dtype})")
-
-    def stats(self) -> dict:
-        return {**super().stats(), "channels": self.channels, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device)}
 
     # ------------------------------------------------------------------ observe
     def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
@@ -149,12 +144,7 @@ class PixelLiftMemory(PointMemory):
     def visibility(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
                    latent_size: tuple[int, int], near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
         """mask (T, h, w) and depth (T, h, w) of :meth:`read_batch`, without gathering features."""
-        K, cam_to_world, (H, W), grid = check_views(intrinsics, cam_to_world, image_size, latent_size, near)
-        points = self._store.points
-        _, depth = rasterize(points, K.to(points.device, torch.float32),
-                             cam_to_world.to(points.device, torch.float32), H, W, near)
-        cell_depth, cell_mask = pool_depth(depth, grid)
-        return cell_mask, cell_depth
+        return pixel_visibility(self._store.points, intrinsics, cam_to_world, image_size, latent_size, near)
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict:

@@ -14,7 +14,7 @@ from mirage.memory.lifting import check_grid_sizes
 from mirage.memory.protocol import Readout
 from mirage.ops import rasterize
 
-__all__ = ["read_points", "check_views"]
+__all__ = ["read_points", "check_views", "pixel_visibility"]
 
 
 def check_views(intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size, latent_size,
@@ -53,3 +53,20 @@ def read_points(
         gathered = values[winner.clamp(min=0)]
         features = torch.where(mask[..., None], gathered, torch.zeros((), dtype=values.dtype, device=values.device))
     return Readout(features.permute(0, 3, 1, 2).contiguous(), mask, depth)
+
+
+def pixel_visibility(points: torch.Tensor, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size,
+                     latent_size, near: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visibility of per-pixel points at the latent grid: z-buffer at pixel resolution, then the cell rule.
+
+    points (N, 3); intrinsics (3, 3) | (T, 3, 3) at ``image_size``; cam_to_world (T, 4, 4). Returns the cell mask
+    (T, h, w) and cell depth (T, h, w) that :func:`mirage.memory.lifting.pool_depth` gives the rendered depth.
+    Used by the memories that store one point per pixel (the RGB baseline, the pixel-lift ablation).
+    """
+    from mirage.memory.lifting import pool_depth
+
+    K, cam_to_world, (H, W), grid = check_views(intrinsics, cam_to_world, image_size, latent_size, near)
+    _, depth = rasterize(points, K.to(points.device, torch.float32), cam_to_world.to(points.device, torch.float32),
+                         H, W, near)
+    cell_depth, cell_mask = pool_depth(depth, grid)
+    return cell_mask, cell_depth

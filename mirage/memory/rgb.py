@@ -13,9 +13,8 @@ import torch
 from mirage.memory.base import PointMemory
 from mirage.memory.lifting import check_frames, check_grid_sizes, check_rgb, lift_frames, pool_depth, to_uint8_colors
 from mirage.memory.protocol import Encoder, Readout
-from mirage.memory.readout import check_views, read_points
+from mirage.memory.readout import check_views, pixel_visibility, read_points
 from mirage.memory.store import PointStore
-from mirage.ops import rasterize
 
 __all__ = ["RGBPointCloudMemory"]
 
@@ -168,12 +167,7 @@ class RGBPointCloudMemory(PointMemory):
     def visibility(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
                    latent_size: tuple[int, int], near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
         """mask (T, h, w) and depth (T, h, w) of :meth:`read_batch`, without colours or encoding."""
-        K, cam_to_world, (H, W), grid = check_views(intrinsics, cam_to_world, image_size, latent_size, near)
-        points = self._store.points
-        _, depth = rasterize(points, K.to(points.device, torch.float32),
-                             cam_to_world.to(points.device, torch.float32), H, W, near)
-        cell_depth, cell_mask = pool_depth(depth, grid)
-        return cell_mask, cell_depth
+        return pixel_visibility(self._store.points, intrinsics, cam_to_world, image_size, latent_size, near)
 
     # ------------------------------------------------------------------ persistence / export
     def _display_features(self, store: PointStore) -> torch.Tensor:
