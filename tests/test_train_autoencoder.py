@@ -122,3 +122,20 @@ def test_cli_trains_and_resumes(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert "step 3/3" in capsys.readouterr().out
     assert main(["train", "--stage", "autoencoder", "--output", str(tmp_path / "x"), "--height", "30"]) == 2
+
+
+def test_reconstruction_loss_terms():
+    from mirage.train.autoencoder import reconstruction_loss
+
+    target = torch.rand(2, 3, 8, 8) * 2 - 1
+    latents = torch.ones(2, 48, 1, 1)
+    plain = AutoencoderTrainConfig(**{**TINY, "latent_l2_weight": 0.0})
+    loss, parts = reconstruction_loss(target.clone(), target, latents, plain)
+    assert float(loss) == 0 and parts == {"l1": 0.0, "mse": 0.0}
+    offset = target + 0.1  # a constant offset has no image gradient
+    edges = AutoencoderTrainConfig(**{**TINY, "gradient_weight": 1.0, "latent_l2_weight": 0.5})
+    loss, parts = reconstruction_loss(offset, target, latents, edges)
+    assert parts["gradient"] == pytest.approx(0.0, abs=1e-6)
+    assert float(loss) == pytest.approx(0.1 + 0.01 + 0.5, rel=1e-4)
+    noisy = target + 0.1 * torch.randn_like(target)
+    assert reconstruction_loss(noisy, target, latents, edges)[1]["gradient"] > 0.05
