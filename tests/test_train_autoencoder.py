@@ -84,6 +84,8 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(tmp_path):
                                progress=False)
     with pytest.raises(ValueError, match="different settings"):
         other.train(resume="latest")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        AutoencoderTrainer(AutoencoderTrainConfig(**TINY), tmp_path, progress=False).train()
     with pytest.raises(FileNotFoundError):
         AutoencoderTrainer(AutoencoderTrainConfig(**TINY), tmp_path / "empty", progress=False).train(resume="latest")
 

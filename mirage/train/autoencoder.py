@@ -18,6 +18,9 @@ Run directory::
     final/                          the trained autoencoder with measured latents_mean / latents_std
 
 No pickle anywhere: optimizer tensors go to safetensors, the rest to json.
+
+(About 470 lines: one stage, from its frames to its command line; the frame source and the loss are small and used
+nowhere else.)
 """
 
 from __future__ import annotations
@@ -292,6 +295,8 @@ class AutoencoderTrainer:
         self.output.mkdir(parents=True, exist_ok=True)
         if resume is not None:
             self.load_checkpoint(self.latest_checkpoint() if str(resume) == "latest" else Path(resume))
+        elif any((self.output / CHECKPOINTS_DIR).glob("step-*")):
+            raise ValueError(f"{self.output} already holds checkpoints: resume (--resume) or choose a new output")
         with open(self.output / "config.json", "w") as f:
             json.dump(cfg.to_dict(), f, indent=2)
         start, seconds0 = time.perf_counter(), self.state.seconds
