@@ -22,8 +22,8 @@ from mirage.models.backbone import Backbone, build_backbone, load_backbone
 from mirage.models.checkpoints import load_adapters, save_adapters
 from mirage.models.camera_embedding import PluckerEmbedding, latent_rays
 from mirage.models.configs import LATENT_CHANNELS, WAN22_5B_HUB_ID
-from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.models.lora import LORA_TARGETS, add_lora, lora_state_dict, merge_lora, remove_lora
+from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.models.reference import ConversionReport, load_reference_checkpoint, reference_to_mirage_key
 from mirage.models.side_branch import MemoryHintBlock, MemorySideBranch, default_injection_layers
 from mirage.models.summary import count_parameters, summarize
