@@ -2,6 +2,7 @@
 
 Examples::
 
+    mirage train --stage autoencoder --output runs/ae --threads 1    # mirage-tiny v2's per-frame autoencoder
     mirage train --config tiny --stage 1 --steps 200 --output runs/tiny-s1
     mirage train --config tiny --stage 2 --model runs/tiny-s1/final --steps 200 --output runs/tiny-s2
     mirage train --config wan22_5b --data re10k --data-root /data/re10k --cache-dir /data/latents \\
@@ -24,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config-file", help="JSON TrainConfig; its values override the preset")
     g.add_argument("--output", required=True, help="run directory (checkpoints, loss log, final model)")
     g.add_argument("--model", help="world model to fine-tune: built-in name or directory (stage 2: stage 1's final/)")
-    g.add_argument("--stage", type=int, choices=(0, 1, 2),
+    g.add_argument("--stage", type=_stage, choices=(0, 1, 2, "autoencoder"),
                    help="1: side branch only; 2: side branch + LoRA; 0: the whole transformer (pretraining a small "
-                        "backbone from scratch, e.g. mirage-tiny; never for Wan2.2)")
+                        "backbone from scratch, e.g. mirage-tiny; never for Wan2.2); autoencoder: the per-frame "
+                        "PatchAutoencoder on fresh procedural rooms")
     g.add_argument("--steps", type=int, help="optimizer steps")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
@@ -49,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--height", type=int, help="override the model's image height (multiple of 32)")
     g.add_argument("--width", type=int, help="override the model's image width (multiple of 32)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from mirage.train.autoencoder import add_arguments as add_autoencoder_arguments
+
+    add_autoencoder_arguments(parser)
     d = parser.add_argument_group("data")
     d.add_argument("--data", choices=("synthetic", "re10k"), default="synthetic")
     d.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
@@ -62,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--windows-per-clip", type=int, default=1, help="re10k: windows per clip")
     d.add_argument("--depth-model", help="re10k: Depth Anything directory for clips without depth files")
     d.add_argument("--cache-dir", help="encode every clip once into this latent cache and train from it")
+
+
+def _stage(value: str):
+    return value if value == "autoencoder" else int(value)
 
 
 def _train_config(args):
@@ -129,6 +138,10 @@ def main(args) -> int:
     from mirage.train.trainer import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.stage == "autoencoder":
+        from mirage.train.autoencoder import main as train_autoencoder
+
+        return train_autoencoder(args)
     try:
         config = _train_config(args)
         from accelerate import Accelerator
