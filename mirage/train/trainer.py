@@ -222,7 +222,7 @@ class Trainer:
             return training_batch(self.world_model, self._encoded(items), self.micro_generator(micro_step),
                                   context_latent_frames=self.context_latent_frames, logit_mean=cfg.logit_mean,
                                   logit_std=cfg.logit_std, flow_shift=cfg.flow_shift,
-                                  memory_dropout=cfg.memory_dropout)
+                                  memory_dropout=cfg.memory_dropout, use_memory=cfg.stage > 0)
 
     def loss(self, batch: TrainingBatch) -> torch.Tensor:
         """Flow-matching loss of one batch (float32 scalar, with grad)."""
@@ -260,6 +260,7 @@ class Trainer:
                 logger.info("no checkpoint to resume from in %s; starting fresh", self.output_dir)
             else:
                 self.load_checkpoint(path)
+                self._truncate_log()
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.output_dir / "trainer_config.json")
@@ -299,6 +300,15 @@ class Trainer:
             result.final_dir = str(self.export(self.output_dir / "final"))
         result.seconds = time.perf_counter() - start
         return result
+
+    def _truncate_log(self) -> None:
+        """Drop loss-log lines past the resumed step (a run killed between checkpoints logged steps it redoes)."""
+        log_path = self.output_dir / "loss_log.jsonl"
+        if self.accelerator.is_main_process and log_path.is_file():
+            lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+            kept = [line for line in lines if json.loads(line)["step"] <= self.step]
+            if len(kept) != len(lines):
+                log_path.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_dir(self, step: int | None = None) -> Path:

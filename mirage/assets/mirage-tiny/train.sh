@@ -61,10 +61,10 @@ stage() {  # stage N MODEL STEPS extra-args...
     python -m mirage.train.heldout --model "$R/stage$n/final" --pool "$R/pool" --output "$R/heldout.jsonl"
   fi
 }
-stage 0 "$R/init" "${STEPS0:-600}" --lr 1e-3 --warmup-steps 50 --window-starts $(seq 0 24)
-stage 1 "$R/stage0/final" "${STEPS1:-600}" --side-branch on --no-train-camera-embedding --lr 1e-3 --warmup-steps 20 \
+stage 0 "$R/init" "${STEPS0:-2000}" --lr 1e-3 --warmup-steps 50 --window-starts $(seq 0 24)
+stage 1 "$R/stage0/final" "${STEPS1:-1500}" --side-branch on --no-train-camera-embedding --lr 1e-3 --warmup-steps 20 \
   --memory-dropout 0.05
-stage 2 "$R/stage1/final" "${STEPS2:-500}" --no-train-camera-embedding --lr 5e-4 --warmup-steps 20 --lora-rank 8 \
+stage 2 "$R/stage1/final" "${STEPS2:-1200}" --no-train-camera-embedding --lr 5e-4 --warmup-steps 20 --lora-rank 8 \
   --memory-dropout 0.05
 
 # 7. Export: LoRA folded into the backbone, one self-contained directory of safetensors.
