@@ -5,13 +5,14 @@
 # (finished steps are skipped, the training stages resume from their latest checkpoint).
 # Environment: THREADS (torch threads, default 1), AE (a trained PatchAutoencoder directory to use instead of
 # training one in step 1, e.g. a checkpoint's model/ of a longer run), SHIP (where step 7 writes the model,
-# default mirage/assets/mirage-tiny), ROOMS (training rooms, default 1200), EVAL_SCENES (default 8).
+# default mirage/assets/mirage-tiny), ROOMS (training rooms, default 1200), STEPS0/STEPS1/STEPS2 (default 2000 / 1200 /
+# 700, as released), EVAL_SCENES (default 6).
 set -euo pipefail
 R=${1:-runs/mirage-tiny-v2}
 T=${THREADS:-1}
 ROOMS=${ROOMS:-1200}
 SHIP=${SHIP:-mirage/assets/mirage-tiny}
-EVAL_SCENES=${EVAL_SCENES:-8}
+EVAL_SCENES=${EVAL_SCENES:-6}
 export OMP_NUM_THREADS=$T
 mkdir -p "$R"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$R/train.log"; }
@@ -62,9 +63,9 @@ stage() {  # stage N MODEL STEPS extra-args...
   fi
 }
 stage 0 "$R/init" "${STEPS0:-2000}" --lr 1e-3 --warmup-steps 50 --window-starts $(seq 0 24)
-stage 1 "$R/stage0/final" "${STEPS1:-1500}" --side-branch on --no-train-camera-embedding --lr 1e-3 --warmup-steps 20 \
+stage 1 "$R/stage0/final" "${STEPS1:-1200}" --side-branch on --no-train-camera-embedding --lr 1e-3 --warmup-steps 20 \
   --memory-dropout 0.05
-stage 2 "$R/stage1/final" "${STEPS2:-1200}" --no-train-camera-embedding --lr 5e-4 --warmup-steps 20 --lora-rank 8 \
+stage 2 "$R/stage1/final" "${STEPS2:-700}" --no-train-camera-embedding --lr 5e-4 --warmup-steps 20 --lora-rank 8 \
   --memory-dropout 0.05
 
 # 7. Export: LoRA folded into the backbone, one self-contained directory of safetensors.
