@@ -196,7 +196,8 @@ class MemoryWindowDataset(Dataset):
                            source_exclude=room["earlier_exclude"][keep],
                            source_intrinsics=room["earlier_intrinsics"][keep],
                            source_cam_to_world=room["earlier_cam_to_world"][keep],
-                           intrinsics=room["target_intrinsics"][window], cam_to_world=room["target_cam_to_world"][window],
+                           intrinsics=room["target_intrinsics"][window],
+                           cam_to_world=room["target_cam_to_world"][window],
                            image_size=self.image_size, name=f"{meta.get('name', '')}@{s}")
 
 

@@ -35,8 +35,8 @@ def prepare_autoencoder(source: str | os.PathLike, output: str | os.PathLike, st
     mean, std = list(model.config.latents_mean), list(model.config.latents_std)
     if all(m == 0.0 for m in mean) and all(s == 1.0 for s in std):
         views = 4
-        frames = ProceduralFrames(*IMAGE_SIZE).batch(range(STATS_SEED_OFFSET, STATS_SEED_OFFSET + -(-stats_frames // views)),
-                                                      views)[:stats_frames]
+        rooms = range(STATS_SEED_OFFSET, STATS_SEED_OFFSET + -(-stats_frames // views))
+        frames = ProceduralFrames(*IMAGE_SIZE).batch(rooms, views)[:stats_frames]
         mean, std = measure_latent_statistics(model, frames)
         model.register_to_config(latents_mean=[float(x) for x in mean], latents_std=[float(x) for x in std])
     model.save_pretrained(str(output))
@@ -65,7 +65,8 @@ def build_backbone(autoencoder: str | os.PathLike, output: str | os.PathLike, se
 def world_model_config(backbone: str | os.PathLike, side_branch: bool) -> WorldModelConfig:
     """The v2 world-model config on ``backbone``: 64x96, 9-frame chunks (stride 1), memory of target-type latents
     written back as the chunks' denoised latents (at stride 1 the same type as a sensor keyframe's encoding)."""
-    return WorldModelConfig(backbone=str(backbone), height=IMAGE_SIZE[0], width=IMAGE_SIZE[1], chunk_frames=CHUNK_FRAMES,
+    return WorldModelConfig(backbone=str(backbone), height=IMAGE_SIZE[0], width=IMAGE_SIZE[1],
+                            chunk_frames=CHUNK_FRAMES,
                             context_latent_frames=1, side_branch=side_branch, camera=True, memory_latents="denoised",
                             memory_latent_type="target")
 
@@ -116,7 +117,10 @@ def main(argv=None) -> int:
     s.add_argument("--model", required=True)
     s.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    path = init_world_model(args.autoencoder, args.output, args.seed) if args.command == "init" else ship(args.model, args.output)
+    if args.command == "init":
+        path = init_world_model(args.autoencoder, args.output, args.seed)
+    else:
+        path = ship(args.model, args.output)
     print(path)
     return 0
 
