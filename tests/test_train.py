@@ -75,8 +75,14 @@ def test_stage0_trains_the_backbone_and_exports_it(encoded, tmp_path):
     trainer = _trainer(encoded, tmp_path / "a", stage=0, steps=2, checkpoint_every=1)
     wm = trainer.world_model
     backbone, vae = _snapshot(wm.transformer.backbone), _snapshot(wm.backbone.vae)
+    side, camera = _snapshot(wm.transformer.side_branch), _snapshot(wm.transformer.camera_embedding)
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in optimised for p in wm.transformer.side_branch.parameters())
     result = trainer.train()
     assert any(not torch.equal(v, wm.transformer.backbone.state_dict()[k]) for k, v in backbone.items())
+    # the camera-conditioned backbone trains; the side branch is neither fed nor changed (it comes in stage 1)
+    assert any(not torch.equal(v, wm.transformer.camera_embedding.state_dict()[k]) for k, v in camera.items())
+    assert all(torch.equal(v, wm.transformer.side_branch.state_dict()[k]) for k, v in side.items())
     assert all(torch.equal(v, wm.backbone.vae.state_dict()[k]) for k, v in vae.items())
     reloaded = load_world_model(result.final_dir)
     trained = wm.transformer.backbone.state_dict()

@@ -238,8 +238,8 @@ def test_configs_saved_before_same_type_latents_keep_their_memory_type(tmp_path)
     assert torch.equal(old.encode_images(x), old.encode_context_frames(x))
     with pytest.raises(ValueError, match="reencoded"):
         MirageWorldModel.from_pretrained(str(tmp_path / "wm"), memory_latents="denoised")
-    config, _, _ = wm_io.resolve_pretrained("mirage-tiny", {})  # the shipped v1 was trained on single frames
-    assert config.memory_latent_type == "single_frame"
+    config, _, _ = wm_io.resolve_pretrained("mirage-tiny", {})  # the shipped v2 saves its latent type: target
+    assert config.memory_latent_type == "target"
     with pytest.raises(ValueError, match="memory_latent_type"):
         WorldModelConfig(memory_latent_type="group")
 

@@ -5,7 +5,8 @@ An :class:`EncodedClip` holds what one training sample needs and nothing that mu
 * the clip's latents as the VAE encodes the whole clip (the flow-matching target ``x0``);
 * the memory sources: pixel frames encoded alone (what :meth:`MirageWorldModel.observe` stores at
   inference), their depth, exclusion masks and cameras;
-* the camera of every latent frame (:func:`mirage.camera.latent_frame_indices`) for readouts and rays.
+* the camera of every latent frame (:func:`mirage.camera.latent_frame_indices` at the model's temporal stride)
+  for readouts and rays.
 
 :class:`LatentCache` writes one ``<key>.safetensors`` file per clip. The key hashes the clip's name with
 everything that changes the latents (model name, VAE config, image size, frames, memory sources), so a
@@ -92,7 +93,7 @@ def encode_clip(world_model, clip: Clip, memory_frames: Sequence[int] = (0,)) ->
     exclude = ~valid_depth_mask(depth)
     if clip.dynamic is not None:
         exclude |= clip.dynamic[sources]
-    rep = latent_frame_indices(clip.num_frames)
+    rep = latent_frame_indices(clip.num_frames, world_model.temporal_stride)
     return EncodedClip(latents=latents, source_latents=source_latents, source_depth=depth, source_exclude=exclude,
                        source_intrinsics=clip.intrinsics[sources].float(),
                        source_cam_to_world=clip.cam_to_world[sources].float(),

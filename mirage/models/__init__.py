@@ -12,6 +12,7 @@ Typical use::
               rays=rays)                            # flow prediction (B, 48, F, h, w)
 
 Modules: ``configs`` (tiny / 5B shapes), ``backbone`` (loading, VAE normalisation, prompt cache, offload),
+``patch_autoencoder`` (the per-frame autoencoder of mirage-tiny v2, temporal stride 1),
 ``side_branch`` (MemorySideBranch), ``camera_embedding`` (Plücker rays), ``transformer``
 (MirageTransformer), ``lora``, ``checkpoints`` (our adapter files), ``reference`` (the paper's reference
 checkpoints), ``summary`` (parameter counts).
@@ -22,6 +23,7 @@ from mirage.models.checkpoints import load_adapters, save_adapters
 from mirage.models.camera_embedding import PluckerEmbedding, latent_rays
 from mirage.models.configs import LATENT_CHANNELS, WAN22_5B_HUB_ID
 from mirage.models.lora import LORA_TARGETS, add_lora, lora_state_dict, merge_lora, remove_lora
+from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.models.reference import ConversionReport, load_reference_checkpoint, reference_to_mirage_key
 from mirage.models.side_branch import MemoryHintBlock, MemorySideBranch, default_injection_layers
 from mirage.models.summary import count_parameters, summarize
@@ -31,6 +33,7 @@ __all__ = [
     "Backbone",
     "build_backbone",
     "load_backbone",
+    "PatchAutoencoder",
     "save_adapters",
     "load_adapters",
     "LORA_TARGETS",

@@ -1,7 +1,9 @@
 """The pretrained video backbone: Wan2.2-TI2V-5B (or a tiny look-alike) through diffusers.
 
-:class:`Backbone` bundles the transformer, the causal VAE (with the latent normalisation
-``z = (mu - mean) / std``), the flow-matching UniPC scheduler and, when present, the UMT5 text encoder.
+:class:`Backbone` bundles the transformer, the autoencoder (with the latent normalisation
+``z = (mu - mean) / std``): Wan2.2's causal ``AutoencoderKLWan`` (strides 16 / 4) or, for mirage-tiny v2, the
+per-frame :class:`~mirage.models.patch_autoencoder.PatchAutoencoder` (temporal stride 1), chosen by the
+``_class_name`` in ``vae/config.json``, the flow-matching UniPC scheduler and, when present, the UMT5 text encoder.
 :func:`load_backbone` builds it from a built-in config ("tiny", "wan22_5b-random"), a local directory in
 diffusers layout (``transformer/ vae/ scheduler/ [text_encoder/ tokenizer/]``) or a hub id.
 
@@ -27,7 +29,6 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
-from mirage.camera import SPATIAL_STRIDE, TEMPORAL_STRIDE
 from mirage.models.configs import (
     BUILTIN_CONFIGS,
     LATENT_CHANNELS,
@@ -38,6 +39,7 @@ from mirage.models.configs import (
     vae_config,
 )
 from mirage.models.dtypes import cast_module
+from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.models.placement import EXECUTION_DEVICE_ATTR, execution_device
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class Backbone:
 
     Attributes:
         transformer: ``WanTransformer3DModel`` (48 in / out channels, patch (1, 2, 2)).
-        vae: ``AutoencoderKLWan`` with ``config.latents_mean`` / ``config.latents_std`` (48 values each).
+        vae: ``AutoencoderKLWan`` or ``PatchAutoencoder``, with ``config.latents_mean`` / ``config.latents_std`` (48
+            values each); both follow the diffusers convention ``vae.encode(x).latent_dist`` / ``vae.decode(z).sample``.
         scheduler: ``UniPCMultistepScheduler`` with flow-matching settings.
         tokenizer, text_encoder: UMT5 tokenizer / encoder, or None (then only "" can be embedded, unless a
             ``text_encoder_path`` lets them load lazily on first use).
@@ -64,7 +67,7 @@ class Backbone:
     def __init__(
         self,
         transformer: WanTransformer3DModel,
-        vae: AutoencoderKLWan,
+        vae: AutoencoderKLWan | PatchAutoencoder,
         scheduler: UniPCMultistepScheduler,
         tokenizer=None,
         text_encoder=None,
@@ -78,10 +81,9 @@ class Backbone:
             raise ValueError(f"backbone must have {LATENT_CHANNELS} latent channels, got transformer "
                              f"{transformer.config.in_channels} / vae {vae.config.z_dim}")
         compression = (int(vae.config.scale_factor_spatial), int(vae.config.scale_factor_temporal))
-        if compression != (SPATIAL_STRIDE, TEMPORAL_STRIDE):
-            # mirage.camera's latent-grid bookkeeping (and the memory) assume Wan2.2's strides.
-            raise ValueError(f"VAE compression (spatial, temporal) = {compression}, mirage needs "
-                             f"({SPATIAL_STRIDE}, {TEMPORAL_STRIDE})")
+        if min(compression) < 1:
+            # Strides come from the VAE config (Wan2.2: (16, 4); PatchAutoencoder: (e.g. 8, 1)); only nonsense fails.
+            raise ValueError(f"VAE compression (spatial, temporal) must be positive, got {compression}")
         self.transformer = transformer
         self.vae = vae
         self.scheduler = scheduler
@@ -115,22 +117,25 @@ class Backbone:
         return LATENT_CHANNELS
 
     @property
-    def spatial_compression(self) -> int:
+    def spatial_stride(self) -> int:
+        """Pixels per latent cell along each image axis: 16 (Wan2.2 VAE) or the PatchAutoencoder's (e.g. 8)."""
         return int(self.vae.config.scale_factor_spatial)
-
-    @property
-    def temporal_compression(self) -> int:
-        return int(self.vae.config.scale_factor_temporal)
 
     @property
     def temporal_stride(self) -> int:
-        """Pixel frames per latent frame after the first (the VAE's ``scale_factor_temporal``: 4 for Wan2.2)."""
+        """Pixel frames per latent frame after the first: 4 (causal Wan VAE) or 1 (per-frame PatchAutoencoder,
+        where a frame encoded alone is exactly its latent inside a clip)."""
         return int(self.vae.config.scale_factor_temporal)
 
     @property
-    def spatial_stride(self) -> int:
-        """Pixels per latent cell along each axis (the VAE's ``scale_factor_spatial``: 16 for Wan2.2)."""
-        return int(self.vae.config.scale_factor_spatial)
+    def spatial_compression(self) -> int:
+        """Same as :attr:`spatial_stride` (older name)."""
+        return self.spatial_stride
+
+    @property
+    def temporal_compression(self) -> int:
+        """Same as :attr:`temporal_stride` (older name)."""
+        return self.temporal_stride
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
@@ -146,8 +151,9 @@ class Backbone:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Encode a clip deterministically (posterior mode) into normalised latents.
 
-        video: (B, 3, T, H, W) in [-1, 1], T = 1 + 4k, H and W multiples of 16.
-        Returns (B, 48, 1 + k, H/16, W/16) in the transformer's dtype, ``(mu - mean) / std``.
+        video: (B, 3, T, H, W) in [-1, 1], T = 1 + ts k with ts = :attr:`temporal_stride` (any T >= 1 when ts = 1),
+            H and W multiples of s = :attr:`spatial_stride`.
+        Returns (B, 48, 1 + k, H/s, W/s) in the transformer's dtype, ``(mu - mean) / std``.
         """
         self._check_video(video)
         vae_device, vae_dtype = execution_device(self.vae), self.vae.dtype
@@ -156,7 +162,8 @@ class Backbone:
         return ((mu - mean) / std).to(device=video.device, dtype=self.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode normalised latents (B, 48, t, h, w) into a clip (B, 3, 1 + 4(t-1), 16h, 16w) in [-1, 1]."""
+        """Decode normalised latents (B, 48, t, h, w) into a clip (B, 3, 1 + ts (t-1), s h, s w) in [-1, 1]
+        (ts, s = :attr:`temporal_stride`, :attr:`spatial_stride`)."""
         if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[1] != LATENT_CHANNELS:
             raise ValueError(f"latents must have shape (B, {LATENT_CHANNELS}, t, h, w), "
                              f"got {tuple(getattr(latents, 'shape', ()))}")
@@ -170,9 +177,10 @@ class Backbone:
         if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video must have shape (B, 3, T, H, W), got {tuple(getattr(video, 'shape', ()))}")
         T, H, W = video.shape[2:]
-        s, ts = self.spatial_compression, self.temporal_compression
-        if (T - 1) % ts:
-            raise ValueError(f"video must have 1 + {ts}k frames (1, 5, 9, ...), got {T}")
+        s, ts = self.spatial_stride, self.temporal_stride
+        if T < 1 or (T - 1) % ts:
+            raise ValueError(f"video must have 1 + {ts}k frames ({', '.join(str(1 + ts * k) for k in range(3))}, ...), "
+                             f"got {T}")
         if H % s or W % s or H == 0 or W == 0:
             raise ValueError(f"video height and width must be positive multiples of {s}, got {H}x{W}")
 
@@ -382,7 +390,7 @@ def _from_pretrained(name: str, torch_dtype, vae_dtype, text_encoder: str, local
                          f"{[c + _RANDOM_SUFFIX for c in BUILTIN_CONFIGS]}")
     kw = dict(local_files_only=local_files_only)
     transformer = WanTransformer3DModel.from_pretrained(name, subfolder="transformer", torch_dtype=torch_dtype, **kw)
-    vae = AutoencoderKLWan.from_pretrained(name, subfolder="vae", torch_dtype=vae_dtype, **kw)
+    vae = _vae_class(name, is_dir).from_pretrained(name, subfolder="vae", torch_dtype=vae_dtype, **kw)
     try:
         scheduler = UniPCMultistepScheduler.from_pretrained(name, subfolder="scheduler", **kw)
         if scheduler.config.prediction_type != "flow_prediction":
@@ -412,6 +420,16 @@ def _from_pretrained(name: str, torch_dtype, vae_dtype, text_encoder: str, local
 # ---------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------
+def _vae_class(name: str, is_dir: bool):
+    """The autoencoder class a model directory's ``vae/config.json`` names (``AutoencoderKLWan`` otherwise)."""
+    config_file = os.path.join(name, "vae", "config.json")
+    if is_dir and os.path.isfile(config_file):
+        with open(config_file) as f:
+            if json.load(f).get("_class_name") == PatchAutoencoder.__name__:
+                return PatchAutoencoder
+    return AutoencoderKLWan
+
+
 def _transformers_version() -> tuple[int, int]:
     import transformers
 

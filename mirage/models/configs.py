@@ -18,6 +18,7 @@ __all__ = [
     "scheduler_config",
     "max_sequence_length",
     "BUILTIN_CONFIGS",
+    "TINY_V2_TRANSFORMER",
 ]
 
 LATENT_CHANNELS = 48
@@ -70,6 +71,16 @@ _VAES = {
     "tiny": dict(base_dim=8, decoder_base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                  latents_mean=TINY_LATENTS_MEAN, latents_std=TINY_LATENTS_STD, **_WAN22_VAE_SHAPE),
 }
+# mirage-tiny v2's transformer (issue 10): same structure, widths chosen from a measured CPU step time (one core,
+# batch 8, 9 latent frames of 8x12 at temporal stride 1; see mirage/assets/mirage-tiny/README.md). Its autoencoder is
+# the trained per-frame PatchAutoencoder (spatial stride 8, temporal stride 1), so it is not a built-in backbone:
+# ``mirage.train.tiny_v2.build_backbone`` writes the pair to a directory.
+TINY_V2_TRANSFORMER = dict(
+    patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=LATENT_CHANNELS,
+    out_channels=LATENT_CHANNELS, text_dim=32, freq_dim=64, ffn_dim=384, num_layers=4,
+    cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64,
+)
+
 # Text tokens per prompt: Wan pipelines pad UMT5 outputs to 512; the tiny model uses a short context.
 _MAX_SEQUENCE_LENGTH = {"wan22_5b": 512, "tiny": 16}
 

@@ -2,6 +2,7 @@
 
 Examples::
 
+    mirage train --stage autoencoder --output runs/ae --threads 1    # mirage-tiny v2's per-frame autoencoder
     mirage train --config tiny --stage 1 --steps 200 --output runs/tiny-s1
     mirage train --config tiny --stage 2 --model runs/tiny-s1/final --steps 200 --output runs/tiny-s2
     mirage train --config wan22_5b --data re10k --data-root /data/re10k --cache-dir /data/latents \\
@@ -24,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config-file", help="JSON TrainConfig; its values override the preset")
     g.add_argument("--output", required=True, help="run directory (checkpoints, loss log, final model)")
     g.add_argument("--model", help="world model to fine-tune: built-in name or directory (stage 2: stage 1's final/)")
-    g.add_argument("--stage", type=int, choices=(0, 1, 2),
+    g.add_argument("--stage", type=_stage, choices=(0, 1, 2, "autoencoder"),
                    help="1: side branch only; 2: side branch + LoRA; 0: the whole transformer (pretraining a small "
-                        "backbone from scratch, e.g. mirage-tiny; never for Wan2.2)")
+                        "backbone from scratch, e.g. mirage-tiny; never for Wan2.2); autoencoder: the per-frame "
+                        "PatchAutoencoder on fresh procedural rooms")
     g.add_argument("--steps", type=int, help="optimizer steps")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
@@ -41,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--memory-frames", type=int, nargs="+", help="clip frames that seed the memory (default 0)")
     g.add_argument("--memory-dropout", type=float)
+    g.add_argument("--no-train-camera-embedding", dest="train_camera_embedding", action="store_false", default=None,
+                   help="stages 1 / 2: keep the camera embedding frozen (it was trained with the backbone in stage 0)")
+    g.add_argument("--side-branch", choices=("on", "off"),
+                   help="load the model with / without a side branch (stage 1 on a stage-0 model: on)")
     g.add_argument("--num-workers", type=int)
     g.add_argument("--vae-steps", type=int, default=0,
                    help="first train the (random, built-in) VAE for this many steps on the same clips")
@@ -49,8 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--height", type=int, help="override the model's image height (multiple of 32)")
     g.add_argument("--width", type=int, help="override the model's image width (multiple of 32)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from mirage.train.autoencoder import add_arguments as add_autoencoder_arguments
+
+    add_autoencoder_arguments(parser)
     d = parser.add_argument_group("data")
-    d.add_argument("--data", choices=("synthetic", "re10k"), default="synthetic")
+    d.add_argument("--data", choices=("synthetic", "re10k", "memory-pool"), default="synthetic",
+                   help="memory-pool: windows of an encoded memory-task pool (--pool; mirage.train.memory_pool)")
+    d.add_argument("--pool", help="memory-task pool folder (--data memory-pool), encoded with this model's autoencoder")
+    d.add_argument("--window-starts", type=int, nargs="+",
+                   help="memory-pool: window starts in the target clip (default: windows that reach the return)")
+    d.add_argument("--min-sources", type=int, default=8, help="memory-pool: fewest earlier-pass frames in a memory")
     d.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
     d.add_argument("--frames", type=int, help="frames per clip, 1 + 4k (default: the model's chunk)")
     d.add_argument("--scenes", type=int, default=16, help="synthetic scenes (default 16)")
@@ -64,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--cache-dir", help="encode every clip once into this latent cache and train from it")
 
 
+def _stage(value: str):
+    return value if value == "autoencoder" else int(value)
+
+
 def _train_config(args):
     from mirage.train.config import TrainConfig
 
@@ -73,7 +91,8 @@ def _train_config(args):
             config = TrainConfig.from_dict({**config.to_dict(), **json.load(f)})
     overrides = {k: getattr(args, k) for k in ("model", "stage", "steps", "batch_size", "grad_accum", "learning_rate",
                                                "warmup_steps", "lora_rank", "mixed_precision", "gradient_checkpointing",
-                                               "seed", "checkpoint_every", "memory_dropout", "num_workers")
+                                               "seed", "checkpoint_every", "memory_dropout", "num_workers",
+                                               "train_camera_embedding")
                  if getattr(args, k) is not None}
     if args.memory_frames is not None:
         overrides["memory_frames"] = tuple(args.memory_frames)
@@ -83,6 +102,17 @@ def _train_config(args):
 def build_dataset(args, world_model):
     """The clip dataset the arguments describe, at the model's image size."""
     frames = args.frames or world_model.chunk_frames
+    if args.data == "memory-pool":
+        from mirage.train.memory_pool import MemoryWindowDataset, latent_dir, pool_files
+
+        if not args.pool:
+            raise ValueError("--data memory-pool needs --pool")
+        files = pool_files(latent_dir(args.pool, world_model), split="train")
+        if not files:
+            raise ValueError(f"no encoded training rooms for this model's autoencoder in {args.pool} "
+                             "(python -m mirage.train.memory_pool encode)")
+        return MemoryWindowDataset(files, world_model.chunk_latent_frames, starts=args.window_starts,
+                                   min_sources=args.min_sources, seed=args.seed or 0)
     if args.data == "synthetic":
         from mirage.data.synthetic import SyntheticClipDataset
 
@@ -129,12 +159,18 @@ def main(args) -> int:
     from mirage.train.trainer import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.stage == "autoencoder":
+        from mirage.train.autoencoder import main as train_autoencoder
+
+        return train_autoencoder(args)
     try:
         config = _train_config(args)
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         sizes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k) is not None}
+        if args.side_branch is not None:
+            sizes["side_branch"] = args.side_branch == "on"
         world_model = load_world_model(config.model, device=accelerator.device,
                                        torch_dtype=getattr(torch, args.dtype), **sizes)
         dataset = build_dataset(args, world_model)

@@ -58,14 +58,16 @@ class TrainingBatch:
 
 def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch.Generator,
                    context_latent_frames: int = 1, logit_mean: float = 0.0, logit_std: float = 1.0,
-                   flow_shift: float = 5.0, memory_dropout: float = 0.0) -> TrainingBatch:
+                   flow_shift: float = 5.0, memory_dropout: float = 0.0,
+                   use_memory: bool = True) -> TrainingBatch:
     """Noise a batch of encoded clips and build their conditioning.
 
     Each sample's first ``c`` latent frames are clean context: ``c = 1`` (the first chunk of a rollout) or,
     when ``context_latent_frames > 1``, ``c`` is drawn from {1, context_latent_frames} with equal odds (later
     chunks carry that many). ``memory_dropout`` is the probability that a sample sees an empty memory (a
     rollout starting from a bare first frame, or a region the memory never saw). All randomness comes from
-    ``generator`` (CPU), so a given generator state always gives the same batch.
+    ``generator`` (CPU), so a given generator state always gives the same batch. ``use_memory=False`` (stage 0)
+    builds no memory and no readout, even for a model with a side branch.
     """
     if not samples:
         raise ValueError("training_batch needs at least one sample")
@@ -87,7 +89,7 @@ def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch
         contexts = torch.where(pick, torch.full_like(contexts, context_latent_frames), contexts)
     drop = torch.rand(B, generator=generator) < memory_dropout
     # The clean context of each sample is its own first c latents, placed by the rollout's conditioning function.
-    reads_memory = world_model.transformer.side_branch is not None
+    reads_memory = use_memory and world_model.transformer.side_branch is not None
     parts = []
     for i, (sample, dropped) in enumerate(zip(samples, drop.tolist())):
         memory = None

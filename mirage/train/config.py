@@ -15,10 +15,12 @@ class TrainConfig:
 
     model: what :meth:`MirageWorldModel.from_pretrained` loads (a built-in name, or a world-model directory
         such as stage 1's output, which is how stage 2 starts).
-    stage: 1 trains the side branch and camera embedding (backbone and VAE frozen); 2 adds LoRA on the
-        backbone's self-attention and trains LoRA + side branch + camera embedding. 0 trains the whole
-        transformer (backbone, side branch, camera embedding; the VAE stays frozen): pretraining for a small
-        backbone that has no pretrained video model behind it (mirage-tiny), before stages 1 and 2.
+    stage: 0 trains the camera-conditioned backbone (transformer + camera embedding, no memory; a side branch
+        stays frozen and unfed): pretraining for a small backbone that has no pretrained video model behind it
+        (mirage-tiny), before stages 1 and 2. 1 trains the side branch on the frozen backbone (VAE frozen too);
+        2 adds LoRA on the backbone's self-attention and trains LoRA + side branch.
+    train_camera_embedding: stages 1 and 2 also train the camera embedding (True: a pretrained backbone such
+        as Wan2.2 has none; False after stage 0 trained it with the backbone).
     memory_frames: clip frames (pixel indices) that seed each sample's memory, as the first frame of a
         rollout does. context_latent_frames: clean latent frames carried at the start of a window (None: the
         world model's setting). memory_dropout: chance of an empty memory for a sample.
@@ -27,6 +29,7 @@ class TrainConfig:
 
     model: str = "tiny"
     stage: int = 1
+    train_camera_embedding: bool = True
     steps: int = 1000
     batch_size: int = 1
     grad_accum: int = 1

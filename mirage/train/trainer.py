@@ -1,8 +1,10 @@
 """Two-stage fine-tuning of a :class:`~mirage.pipeline.MirageWorldModel` with flow matching.
 
-Stage 1 trains the memory side branch and the camera embedding; the backbone and VAE are frozen (their
-weights stay bit-identical). Stage 2 attaches LoRA to the backbone's self-attention
-(:func:`mirage.models.lora.add_lora`) and trains LoRA + side branch + camera embedding.
+Stage 0 (a small backbone with no pretrained video model behind it, mirage-tiny) trains the camera-conditioned
+backbone: transformer + camera embedding, no memory. Stage 1 trains the memory side branch (and the camera
+embedding when ``TrainConfig.train_camera_embedding``, for a backbone that never had one); the backbone and VAE
+are frozen (their weights stay bit-identical). Stage 2 attaches LoRA to the backbone's self-attention
+(:func:`mirage.models.lora.add_lora`) and trains LoRA + side branch (+ camera embedding, as in stage 1).
 
 Runs on CPU and GPUs through ``accelerate`` (device placement, bf16 autocast, several GPUs with
 ``accelerate launch``). Every source of randomness of a step (which clips, noise, noise levels, memory
@@ -157,16 +159,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup_trainable(self) -> None:
+        """Paper-style stages: 0 = the camera-conditioned backbone (transformer + camera embedding; a side branch, if
+        the model has one, stays frozen and unfed); 1 = the side branch on the frozen backbone (+ the camera
+        embedding when ``train_camera_embedding``); 2 = 1 + LoRA on the backbone's self-attention."""
         transformer, cfg = self.transformer, self.config
-        transformer.requires_grad_(cfg.stage == 0)
-        if cfg.stage == 2 and LORA_ADAPTER not in lora_adapters(transformer):
-            add_lora(transformer, rank=cfg.lora_rank, alpha=cfg.lora_alpha, adapter_name=LORA_ADAPTER)
-        for module in transformer.adapter_modules().values():
-            module.requires_grad_(True)
-        if cfg.stage == 2:
-            for name, p in transformer.backbone.named_parameters():
-                if ".lora_A." in name or ".lora_B." in name:
-                    p.requires_grad_(True)
+        transformer.requires_grad_(False)
+        if cfg.stage == 0:
+            transformer.backbone.requires_grad_(True)
+            if transformer.camera_embedding is not None:
+                transformer.camera_embedding.requires_grad_(True)
+        else:
+            if transformer.side_branch is None:
+                raise ValueError(f"stage {cfg.stage} trains the side branch, and this model has none "
+                                 "(load it with side_branch=True)")
+            if cfg.stage == 2 and LORA_ADAPTER not in lora_adapters(transformer):
+                add_lora(transformer, rank=cfg.lora_rank, alpha=cfg.lora_alpha, adapter_name=LORA_ADAPTER)
+            transformer.side_branch.requires_grad_(True)
+            if cfg.train_camera_embedding and transformer.camera_embedding is not None:
+                transformer.camera_embedding.requires_grad_(True)
+            if cfg.stage == 2:
+                for name, p in transformer.backbone.named_parameters():
+                    if ".lora_A." in name or ".lora_B." in name:
+                        p.requires_grad_(True)
         # Master weights in float32 even when the frozen model runs in bf16 (--dtype bfloat16): AdamW updates
         # of bf16 weights lose most of their bits. Autocast (mixed_precision="bf16") casts them per op.
         for p in transformer.parameters():
@@ -208,7 +222,7 @@ class Trainer:
             return training_batch(self.world_model, self._encoded(items), self.micro_generator(micro_step),
                                   context_latent_frames=self.context_latent_frames, logit_mean=cfg.logit_mean,
                                   logit_std=cfg.logit_std, flow_shift=cfg.flow_shift,
-                                  memory_dropout=cfg.memory_dropout)
+                                  memory_dropout=cfg.memory_dropout, use_memory=cfg.stage > 0)
 
     def loss(self, batch: TrainingBatch) -> torch.Tensor:
         """Flow-matching loss of one batch (float32 scalar, with grad)."""
@@ -246,6 +260,7 @@ class Trainer:
                 logger.info("no checkpoint to resume from in %s; starting fresh", self.output_dir)
             else:
                 self.load_checkpoint(path)
+                self._truncate_log()
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.output_dir / "trainer_config.json")
@@ -285,6 +300,15 @@ class Trainer:
             result.final_dir = str(self.export(self.output_dir / "final"))
         result.seconds = time.perf_counter() - start
         return result
+
+    def _truncate_log(self) -> None:
+        """Drop loss-log lines past the resumed step (a run killed between checkpoints logged steps it redoes)."""
+        log_path = self.output_dir / "loss_log.jsonl"
+        if self.accelerator.is_main_process and log_path.is_file():
+            lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+            kept = [line for line in lines if json.loads(line)["step"] <= self.step]
+            if len(kept) != len(lines):
+                log_path.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_dir(self, step: int | None = None) -> Path:

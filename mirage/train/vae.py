@@ -1,4 +1,8 @@
-"""Training a small VAE from scratch (the tiny model's VAE starts random; the real Wan2.2 VAE never trains).
+"""Training a small causal VAE from scratch (the tiny model's VAE starts random; the real Wan2.2 VAE never trains).
+
+mirage-tiny v2 uses the per-frame :class:`~mirage.models.patch_autoencoder.PatchAutoencoder` instead, trained on fresh
+procedural rooms by :mod:`mirage.train.autoencoder` (``mirage train --stage autoencoder``). :func:`latent_statistics`
+and :func:`set_latent_statistics` here work for both autoencoders.
 
 Reconstruction loss (L1 + MSE on [-1, 1] pixels) plus a small KL term on the posterior, on whole clips so the
 causal temporal path learns too. Afterwards the per-channel statistics of the latents are measured on the
