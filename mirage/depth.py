@@ -167,14 +167,20 @@ class ReadoutDepth:
 
     metric = True
 
-    def __call__(self, frames, *, intrinsics=None, cam_to_world=None, memory=None, **_):
+    def __call__(self, frames, *, intrinsics=None, cam_to_world=None, memory=None, grid_size=None, **_):
+        """grid_size: the (h, w) grid the memory is read at (the model's latent grid; default: stride 16)."""
         _check_frames(frames)
         if memory is None or intrinsics is None or cam_to_world is None:
             raise ValueError("ReadoutDepth needs memory, intrinsics and cam_to_world")
         T, _, H, W = frames.shape
         K = intrinsics.expand(T, 3, 3) if intrinsics.ndim == 2 else intrinsics
-        readout = memory.read_batch(K, cam_to_world, (H, W), latent_size(H, W))
-        depth = torch.where(readout.mask, readout.depth.float(), torch.zeros_like(readout.depth, dtype=torch.float32))
+        grid = tuple(grid_size) if grid_size is not None else latent_size(H, W)
+        if hasattr(memory, "visibility"):  # depth only: no features gathered, nothing encoded (RGB memory)
+            mask, cell_depth = memory.visibility(K, cam_to_world, (H, W), grid)
+        else:
+            readout = memory.read_batch(K, cam_to_world, (H, W), grid)
+            mask, cell_depth = readout.mask, readout.depth
+        depth = torch.where(mask, cell_depth.float(), torch.zeros_like(cell_depth, dtype=torch.float32))
         return upsample_depth_nearest(depth, (H, W)).to(frames.device)
 
 

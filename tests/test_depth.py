@@ -131,3 +131,21 @@ def test_readout_depth_is_the_memory_depth():
     assert not valid_depth_mask(depth[0, :, :16]).any()
     with pytest.raises(ValueError, match="memory"):
         ReadoutDepth()(frames)
+
+
+def test_readout_depth_reads_the_given_grid_without_encoding():
+    """ReadoutDepth on an RGB memory at a stride-8 grid: depth only (visibility), the encoder is never called."""
+    from mirage.camera import make_intrinsics
+    from mirage.depth import ReadoutDepth
+    from mirage.memory import RGBPointCloudMemory
+
+    def encoder(rgb):  # a depth read must not encode
+        raise AssertionError("encoder called")
+
+    H, W = 64, 96
+    memory = RGBPointCloudMemory(encoder, channels=48)
+    K = make_intrinsics(60.0, 60.0, W / 2, H / 2)
+    memory.insert_batch(torch.rand(1, 3, H, W), torch.full((1, H, W), 2.0), K, torch.eye(4)[None])
+    depth = ReadoutDepth()(torch.rand(1, 3, H, W), intrinsics=K, cam_to_world=torch.eye(4)[None], memory=memory,
+                           grid_size=(8, 12))
+    assert depth.shape == (1, H, W) and torch.allclose(depth, torch.full_like(depth, 2.0))

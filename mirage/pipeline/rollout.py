@@ -304,7 +304,7 @@ def update_chunk_memory(model, state: RolloutState, chunk: Chunk, cond: ChunkCon
     ref_mask = cond.readout.mask[positions].cpu()
     with timer.phase("depth"):
         depth = model.depth_provider(rgb, intrinsics=K_n, cam_to_world=P_n, frame_indices=pixel,
-                                     memory=state.memory).float().cpu()
+                                     grid_size=model.latent_size, memory=state.memory).float().cpu()
         depth = align_to_memory(model, depth, ref_depth, ref_mask, state.result)
     with timer.phase("memory_update"):
         mask = exclusion_mask(depth, max_depth=model.config.max_depth)
