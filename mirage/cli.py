@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mirage.demo", "synthetic scene -> memory -> reprojected views, PLY and images"),
     "train": ("mirage.train.cli", "two-stage fine-tuning of the side branch and LoRA"),
     "eval": ("mirage.eval.cli", "novel-view and closed-loop evaluation"),
-    "eval-bag": ("mirage.eval.bag", "imagine the path a recorded bag drove later, compare with what it recorded"),
+    "eval-bag": ("mirage_ros.bags.eval_recording", "imagine the path a recorded bag drove later, compare with what it recorded"),
     "build-cache": ("mirage_ros.bags.build_memory", "build and save the memory from a ROS 2 bag (no ROS graph)"),
 }
 # Subcommands that need an optional extra of pyproject.toml: {subcommand: (module it needs, extra)}.

@@ -93,7 +93,7 @@ def test_mirage_ros_is_imported_only_inside_the_bag_reader():
     """Module level of the eval-bag modules imports no mirage_ros; the one function that does is the reader."""
     import ast
 
-    import mirage.eval.bag as bag_module
+    import mirage_ros.bags.eval_recording as bag_module
     import mirage.eval.recording as recording_module
 
     for module in (bag_module, recording_module):
@@ -118,7 +118,7 @@ def test_missing_bags_extra_is_named(monkeypatch, capsys):
     assert 'pip install "mirage[bags]"' in capsys.readouterr().err
     monkeypatch.setattr(importlib.util, "find_spec", real)
     monkeypatch.setitem(sys.modules, "mirage_ros.bags.read", None)  # importing it now raises ImportError
-    from mirage.eval.bag import read_bag_recording
+    from mirage_ros.bags.eval_recording import read_bag_recording
 
     with pytest.raises(ImportError, match='"bags" extra'):
         read_bag_recording("x", SIZE)

@@ -2,7 +2,7 @@
 the path the robot drove afterwards, the imagined frames against the recorded ones (``mirage eval-bag``).
 
 A *recording* is a :class:`~mirage.data.clip.Clip` of every frame of a drive in time order (a bag read by
-:mod:`mirage.eval.bag`, or any RGB-D sequence with cameras) plus each frame's stamp. :func:`evaluate_recording`:
+:mod:`mirage_ros.bags.eval_recording`, or any RGB-D sequence with cameras) plus each frame's stamp. :func:`evaluate_recording`:
 
 1. **split**: frames ``[0, n_past)`` are the past, ``n_past = round(memory_fraction * N)``;
 2. **memory**: the past's keyframes (:class:`mirage.frames.KeyframeSelector`, the node's default thresholds 0.1 m /

@@ -7,7 +7,7 @@ Any bag with rgb, depth (16UC1 mm or 32FC1 m, registered to the colour camera), 
 ``/tf_static``) works, e.g. one the synthetic camera wrote (``python -m mirage_ros.bag_tools record --out DIR``).
 Frames are paired by stamp and posed with TF at their stamp (world frame ``--world-frame``, default ``odom``) by
 mirage_ros's bag reader (:mod:`mirage_ros.bags.read`), which needs the ``bags`` extra (``rosbags``); it is imported
-only when a bag is read, so the core library keeps no ROS dependency. Frames without a pose at their stamp, or
+only when a bag is read. It lives in mirage_ros because it reads ROS bags; the evaluation itself is the core library's. Frames without a pose at their stamp, or
 with unusable pixels, are skipped and counted. Pixels are fitted to the model's size as the node fits them
 (:func:`mirage.frames.fit_to_size`: centre crop to the aspect ratio, area resize; depth nearest).
 """
