@@ -90,7 +90,7 @@ def read_bag_recording(bag, image_size: tuple[int, int], world_frame: str = "odo
         depths.append(depth_t)
         Ks.append(K_t)
         poses.append(torch.from_numpy(c2w).float())
-        stamps.append(stamp / 1e9)
+        stamps.append(conv.ns_to_seconds(stamp))
     if not rgbs:
         raise ValueError(f"no usable frame in {bag} (world frame {world_frame!r}); skipped: {skipped or 'none read'}")
     clip = Clip(rgb=torch.stack(rgbs), intrinsics=torch.stack(Ks), cam_to_world=torch.stack(poses),

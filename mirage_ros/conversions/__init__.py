@@ -36,7 +36,7 @@ from mirage_ros.conversions.image import (
     numpy_to_image,
 )
 from mirage_ros.conversions.pointcloud import numpy_to_pointcloud2, pack_rgb, pointcloud2_to_numpy, unpack_rgb
-from mirage_ros.conversions.time import NS_PER_SECOND, fill_header, ns_to_stamp, stamp_to_ns
+from mirage_ros.conversions.time import NS_PER_SECOND, fill_header, ns_to_seconds, ns_to_stamp, stamp_to_ns
 from mirage_ros.conversions.transform import (
     matrix_to_pose,
     matrix_to_transform,
@@ -52,6 +52,7 @@ __all__ = [
     "NS_PER_SECOND",
     "stamp_to_ns",
     "ns_to_stamp",
+    "ns_to_seconds",
     "fill_header",
     "image_to_numpy",
     "encode_image",

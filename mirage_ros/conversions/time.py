@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NS_PER_SECOND", "stamp_to_ns", "ns_to_stamp", "fill_header"]
+__all__ = ["NS_PER_SECOND", "stamp_to_ns", "ns_to_stamp", "ns_to_seconds", "fill_header"]
 
 NS_PER_SECOND = 1_000_000_000
 
@@ -35,6 +35,11 @@ def stamp_to_ns(t: Any) -> int:
     if hasattr(t, "sec") and hasattr(t, "nanosec"):
         return int(t.sec) * NS_PER_SECOND + int(t.nanosec)
     raise ValueError(f"cannot read a time stamp from {type(t).__name__}")
+
+
+def ns_to_seconds(ns: int) -> float:
+    """int nanoseconds -> float seconds (for tables and plots; keep int ns for arithmetic)."""
+    return int(ns) / NS_PER_SECOND
 
 
 def ns_to_stamp(ns: int, msg_type: type | None = None) -> Any:
