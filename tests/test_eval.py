@@ -3,12 +3,13 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from mirage.eval.closed_loop import evaluation_clips, frame_metrics, loop_pairs
 from mirage.eval.methods import METHODS, run_method
-from mirage.eval.report import markdown_table, side_by_side, summarize
+from mirage.eval.report import markdown_table, side_by_side, still_frames, summarize
 from mirage.pipeline import MirageWorldModel
 
 SIZE = dict(height=32, width=64)
@@ -72,6 +73,11 @@ def test_report_helpers():
     assert "| a | 15.00 |" in md and "n/a" in md and "- note" in md
     video = side_by_side({"x": torch.zeros(2, 3, 16, 16), "y": torch.ones(2, 3, 16, 16)})
     assert video.shape == (2, 16, 32, 3) and video.dtype.name == "uint8"
+    numbered = np.arange(6, dtype=np.uint8)[:, None, None, None] * np.ones((6, 2, 3, 3), np.uint8)
+    still = still_frames(numbered, [1, 3, 4, 5], count=2, scale=3)  # picks the 2nd and 3rd of four: frames 3, 4
+    assert still.shape == (2 * 2 * 3, 3 * 3, 3) and still[0, 0, 0] == 3 and still[-1, 0, 0] == 4
+    with pytest.raises(ValueError):
+        still_frames(numbered, [6])
 
 
 def test_cli_evaluates_end_to_end(tmp_path, capsys):

@@ -132,10 +132,15 @@ def test_cli_runs_the_memory_protocol(tmp_path, capsys):
     out = tmp_path / "eval"
     argv = ["eval", "--model", "tiny", "--protocol", "memory", "--methods", "latent,shuffled,empty", "none",
             "--scenes", "1", "--frames", "9", "--earlier-frames", "4", "--steps", "1", "--height", "32", "--width",
-            "64", "--output", str(out), "--no-progress", "--no-videos"]
+            "64", "--output", str(out), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "PSNR_C" in printed and "needs memory" in printed and "PSNR_M" in printed
+    # the stills: two returning frames x (ground truth + 4 methods), twice the size
+    import cv2
+
+    (still,) = (out / "stills").glob("*.png")
+    assert cv2.imread(str(still)).shape == (2 * 2 * 32, 2 * 64 * 5, 3)
     results = json.loads((out / "results.json").read_text())
     assert set(results["table"]) == {"latent", "shuffled", "empty", "none"}
     assert results["settings"]["protocol"] == "memory" and results["settings"]["frames"] == 9

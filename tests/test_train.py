@@ -201,3 +201,32 @@ def test_vae_training_reduces_reconstruction_loss(clips):
     set_latent_statistics(vae, mean, std)
     assert vae.config.latents_mean == pytest.approx(mean) and min(vae.config.latents_std) > 0
     assert all(not p.requires_grad for p in vae.parameters())
+
+
+def test_lr_factor_warms_up_then_holds_or_follows_a_cosine():
+    from mirage.train.config import MIN_LR_FRACTION, lr_factor
+
+    assert [lr_factor(s, 4, 20) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(19, 4, 20) == 1.0
+    cosine = [lr_factor(s, 4, 20, "cosine") for s in range(25)]
+    assert cosine[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine[12] == pytest.approx(MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) / 2)  # half way down at the middle
+    assert all(a >= b for a, b in zip(cosine[4:], cosine[5:])) and cosine[20] == pytest.approx(MIN_LR_FRACTION)
+    assert cosine[24] == pytest.approx(MIN_LR_FRACTION)  # stays at the floor past the end
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_trainer_uses_the_cosine_schedule_and_a_sample_prediction(encoded, tmp_path):
+    trainer = _trainer(encoded, tmp_path, stage=0, steps=4, warmup_steps=1, lr_schedule="cosine")
+    trainer.world_model.config.prediction_type = "sample"
+    batch = trainer.make_batch(encoded, 0)
+    with torch.no_grad():
+        prediction = trainer.model(batch.noisy, batch.timestep, trainer.text_embedding(), **batch.model_kwargs())
+    from mirage.train.flow_matching import batch_flow_loss
+
+    assert float(trainer.loss(batch)) == pytest.approx(float(batch_flow_loss(prediction, batch, "sample")), rel=1e-5)
+    assert float(trainer.loss(batch)) != pytest.approx(float(batch_flow_loss(prediction, batch, "flow")), rel=1e-3)
+    result = trainer.train(export=False)
+    lrs = [json.loads(line)["lr"] for line in open(tmp_path / "loss_log.jsonl")]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < lrs[1] < lrs[0] and len(result.losses) == 4

@@ -15,8 +15,8 @@ from mirage.data.memory_task import MemoryTask
 from mirage.eval.closed_loop import frame_metrics, is_out_and_back, memory_frame_metrics
 from mirage.eval.methods import ALL_METHODS, METHODS, run_method
 from mirage.eval.metrics import lpips_status
-from mirage.eval.report import side_by_side, summarize, write_report
-from mirage.media import write_video
+from mirage.eval.report import side_by_side, still_frames, summarize, write_report
+from mirage.media import write_png, write_video
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def evaluate(world_model, clips: Sequence[Clip | MemoryTask], output_dir: str | 
     :func:`mirage.eval.consistency.consistency_metrics` against the clip's cameras and depth.
 
     Writes ``results.json``, ``results.md`` and (``videos``) ``videos/<clip>.mp4`` with the ground truth and
-    every method side by side.
+    every method side by side, and for memory tasks ``stills/<clip>.png``: two of its scored (returning) frames
+    of that video, one above the other, at twice the size.
     """
     from mirage.eval.consistency import CONSISTENCY_METRICS, consistency_metrics
     from mirage.eval.variants import run_variant
@@ -92,6 +93,8 @@ def evaluate(world_model, clips: Sequence[Clip | MemoryTask], output_dir: str | 
         if videos:
             video = side_by_side({"ground truth": clip.rgb, **generated})
             write_video(output_dir / "videos" / f"{clip.name}.mp4", video)  # creates videos/
+            if task is not None and task.scored_frames:  # two returning frames, the ones a reader looks at
+                write_png(output_dir / "stills" / f"{clip.name}.png", still_frames(video, task.scored_frames))
     bar.close()
     tasks = [c for c in clips if isinstance(c, MemoryTask)]
     targets = [c.target if isinstance(c, MemoryTask) else c for c in clips]

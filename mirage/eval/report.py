@@ -117,6 +117,20 @@ def side_by_side(videos: dict[str, torch.Tensor]) -> np.ndarray:
     return np.concatenate(rows, axis=2)
 
 
+def still_frames(video: np.ndarray, frames, count: int = 2, scale: int = 2) -> np.ndarray:
+    """(H * count * scale, W * scale, 3) uint8: ``count`` frames of a side-by-side ``video`` (T, H, W, 3) picked
+    evenly inside ``frames`` (indices, e.g. a memory task's scored frames), stacked, enlarged ``scale`` times
+    (nearest neighbour: the pixels stay pixels)."""
+    frames = sorted(int(f) for f in frames)
+    if not frames or count < 1 or scale < 1:
+        raise ValueError(f"need frames, count >= 1 and scale >= 1, got {frames}, {count}, {scale}")
+    if max(frames) >= len(video) or min(frames) < 0:
+        raise ValueError(f"frames {frames} outside a video of {len(video)} frames")
+    picks = [frames[min(len(frames) - 1, (i + 1) * len(frames) // (count + 1))] for i in range(count)]
+    stacked = np.concatenate([video[i] for i in picks], axis=0)
+    return stacked.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
 def __getattr__(name: str):
     # ``write_video`` moved to mirage.media (the project's one video writer); this name stays one release.
     if name == "write_video":

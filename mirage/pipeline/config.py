@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from mirage.pipeline.prediction import PREDICTION_TYPES
+
 __all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES"]
 
 CONFIG_NAME = "mirage_world_model.json"
@@ -33,6 +35,8 @@ class WorldModelConfig:
     memory_latent_type: "target" (default) or "single_frame" (:data:`MEMORY_LATENT_TYPES`); a config saved without
         it predates same-type latents and loads as "single_frame" with "reencoded" memory latents, the setting its
         side branch was trained with (:meth:`from_dict`). The two differ only at temporal stride > 1.
+    prediction_type: what the transformer outputs, "flow" (the velocity, as Wan2.2 is trained; default) or
+        "sample" (the clean latents; mirage-tiny v2.1: :mod:`mirage.pipeline.prediction` says why).
     """
 
     backbone: str = "tiny"
@@ -55,6 +59,7 @@ class WorldModelConfig:
     backbone_seed: int = 0
     memory_latents: str = "denoised"
     memory_latent_type: str = "target"
+    prediction_type: str = "flow"
 
     def __post_init__(self):
         if self.height <= 0 or self.width <= 0:
@@ -71,6 +76,8 @@ class WorldModelConfig:
         if self.memory_latent_type not in MEMORY_LATENT_TYPES:
             raise ValueError(f"memory_latent_type must be one of {MEMORY_LATENT_TYPES}, "
                              f"got {self.memory_latent_type!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.memory_latent_type == "single_frame" and self.memory_latents == "denoised":
             raise ValueError("memory_latent_type='single_frame' needs memory_latents='reencoded' (a chunk's "
                              "denoised latents are target-type group latents)")

@@ -269,7 +269,8 @@ def denoise_chunk(model, state: RolloutState, chunk: Chunk, cond: ChunkCondition
     with state.timer.phase("denoise"):
         latents = sample_chunk(transformer, noise, cond.window, cond.is_context, scheduler, state.num_steps,
                                patch_size=model.transformer.patch_size, on_step=on_step,
-                               should_stop=(lambda: cancel.cancelled) if cancel is not None else None)
+                               should_stop=(lambda: cancel.cancelled) if cancel is not None else None,
+                               prediction_type=model.config.prediction_type)
     if latents is None:
         raise RolloutCancelled(f"rollout cancelled during chunk {chunk.index}")
     return latents

@@ -15,6 +15,7 @@ from diffusers import UniPCMultistepScheduler
 
 from mirage.models.configs import scheduler_config
 from mirage.models.transformer import per_token_timesteps
+from mirage.pipeline.prediction import prediction_to_flow
 
 __all__ = ["make_scheduler", "sample_chunk"]
 
@@ -37,6 +38,7 @@ def sample_chunk(
     patch_size=(1, 2, 2),
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prediction_type: str = "flow",
 ) -> torch.Tensor:
     """Denoise one window of latent frames.
 
@@ -44,7 +46,8 @@ def sample_chunk(
     noise: (B, C, F, h, w) initial Gaussian noise. context: (B, C, F, h, w) clean latents, read at the
     positions where ``context_frames`` (F,) bool is True. ``on_step(i, latents)`` runs after every step (the
     context positions already re-imposed). ``should_stop()`` is polled before every step; when it returns
-    True the function returns ``None`` without finishing. Returns the denoised latents (B, C, F, h, w).
+    True the function returns ``None`` without finishing. ``prediction_type``: what ``model`` returns ("flow", or
+    "sample": the clean latents; :func:`mirage.pipeline.prediction.prediction_to_flow`). Returns the denoised latents (B, C, F, h, w).
     """
     if noise.shape != context.shape or context_frames.shape != (noise.shape[2],):
         raise ValueError(f"noise {tuple(noise.shape)}, context {tuple(context.shape)} and context_frames "
@@ -60,7 +63,10 @@ def sample_chunk(
         if should_stop is not None and should_stop():
             return None
         timestep = per_token_timesteps(generated * t.float(), (h, w), patch_size).expand(noise.shape[0], -1)
-        flow = model(latents, timestep)
+        # The scheduler's own sigma (its timesteps are rounded to integers), so that its x0 = x_s - sigma v
+        # gives back a "sample" prediction exactly.
+        sigma = scheduler.sigmas[i].to(device=noise.device, dtype=torch.float32)
+        flow = prediction_to_flow(model(latents, timestep), latents, generated * sigma, prediction_type)
         latents = scheduler.step(flow.float(), t, latents.float(), return_dict=False)[0].to(noise.dtype)
         latents = torch.where(keep, context, latents)
         if on_step is not None:

@@ -430,13 +430,12 @@ _CLI_SETTINGS = {  # argparse dest -> AutoencoderTrainConfig field
 
 def add_arguments(parser) -> None:
     """Options of ``--stage autoencoder`` that the other stages do not have (shared ones: --output, --steps,
-    --batch-size, --lr, --warmup-steps, --seed, --checkpoint-every, --resume, --height, --width, --no-progress)."""
+    --batch-size, --lr, --warmup-steps, --lr-schedule, --seed, --checkpoint-every, --resume, --height, --width, --no-progress)."""
     g = parser.add_argument_group("autoencoder (--stage autoencoder: the per-frame PatchAutoencoder)")
     g.add_argument("--spatial-stride", type=int, help="pixels per latent cell (default 8)")
     g.add_argument("--ae-channels", type=int, nargs="+", help="channels per level (default 128 192)")
     g.add_argument("--ae-layers-per-block", type=int, help="residual blocks per level (default 2)")
     g.add_argument("--views-per-room", type=int, help="views rendered per fresh room (default 4)")
-    g.add_argument("--lr-schedule", choices=("cosine", "constant"))
     g.add_argument("--gradient-weight", type=float, help="weight of the image-gradient L1 term (default 0)")
     g.add_argument("--eval-every", type=int, help="steps between held-out PSNR evaluations (default 500)")
     g.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")

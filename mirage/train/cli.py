@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=float, dest="learning_rate")
     g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                   help="after warm-up: constant, or cosine down to 10%% at --steps (stages 0-2: default constant; "
+                        "autoencoder: default cosine to 5%%)")
     g.add_argument("--lora-rank", type=int)
     g.add_argument("--mixed-precision", choices=("no", "bf16"))
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -92,7 +95,7 @@ def _train_config(args):
     overrides = {k: getattr(args, k) for k in ("model", "stage", "steps", "batch_size", "grad_accum", "learning_rate",
                                                "warmup_steps", "lora_rank", "mixed_precision", "gradient_checkpointing",
                                                "seed", "checkpoint_every", "memory_dropout", "num_workers",
-                                               "train_camera_embedding")
+                                               "train_camera_embedding", "lr_schedule")
                  if getattr(args, k) is not None}
     if args.memory_frames is not None:
         overrides["memory_frames"] = tuple(args.memory_frames)

@@ -6,7 +6,25 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["TrainConfig", "PRESETS"]
+__all__ = ["TrainConfig", "PRESETS", "LR_SCHEDULES", "lr_factor"]
+
+LR_SCHEDULES = ("constant", "cosine")
+MIN_LR_FRACTION = 0.1  # where the cosine schedule ends, as a fraction of the peak learning rate
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant") -> float:
+    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up to 1 over ``warmup_steps``, then 1
+    ("constant") or a cosine from 1 to ``MIN_LR_FRACTION`` at ``total_steps`` ("cosine"). A resumed run with more
+    ``total_steps`` continues the curve stretched to the new end."""
+    import math
+
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return MIN_LR_FRACTION + (1.0 - MIN_LR_FRACTION) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -25,6 +43,7 @@ class TrainConfig:
         rollout does. context_latent_frames: clean latent frames carried at the start of a window (None: the
         world model's setting). memory_dropout: chance of an empty memory for a sample.
     mixed_precision: "no" or "bf16" (autocast; master weights stay float32).
+    lr_schedule: "constant" or "cosine" after warm-up (:func:`lr_factor`).
     """
 
     model: str = "tiny"
@@ -36,6 +55,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
     max_grad_norm: float = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     lora_rank: int = 64
@@ -71,6 +91,8 @@ class TrainConfig:
             problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "bf16"):
             problems.append(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         if not 0.0 <= self.memory_dropout < 1.0:

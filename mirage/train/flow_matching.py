@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["shift_sigmas", "sample_sigmas", "add_noise", "flow_target", "masked_flow_loss"]
+from mirage.pipeline.prediction import prediction_to_flow
+
+__all__ = ["shift_sigmas", "sample_sigmas", "add_noise", "flow_target", "masked_flow_loss", "batch_flow_loss",
+           "MIN_LOSS_SIGMA"]
+
+# Bounds the velocity-loss weight 1 / s^2 of a "sample" (x0) prediction at low noise (Li & He 2025 clip at 0.05).
+MIN_LOSS_SIGMA = 0.05
 
 
 def shift_sigmas(s: torch.Tensor, shift: float) -> torch.Tensor:
@@ -71,3 +77,21 @@ def masked_flow_loss(prediction: torch.Tensor, target: torch.Tensor, context_fra
     err = (prediction.float() - target.float()).pow(2) * weight
     per_cell = weight.expand_as(err).sum()
     return err.sum() / per_cell
+
+
+def batch_flow_loss(prediction: torch.Tensor, batch, prediction_type: str = "flow") -> torch.Tensor:
+    """The training loss of one :class:`~mirage.train.conditioning.TrainingBatch` over its generated frames.
+
+    "flow": MSE against the flow target. "sample" (x0 prediction): MSE between the flows implied by the prediction
+    and by the true x0, both divided by ``max(s, MIN_LOSS_SIGMA)`` instead of ``s``
+    (:func:`mirage.pipeline.prediction.prediction_to_flow`), i.e. ``|x0_hat - x0|^2 / max(s, 0.05)^2``: the velocity
+    loss with its weight bounded at low noise, as Li & He train."""
+    frame_sigmas = torch.where(batch.context.to(batch.sigmas.device), torch.zeros_like(batch.sigmas)[:, None],
+                               batch.sigmas[:, None])
+    flow = prediction_to_flow(prediction, batch.noisy, frame_sigmas, prediction_type, min_sigma=MIN_LOSS_SIGMA)
+    target = batch.target
+    if prediction_type == "sample":  # eps - x0 = (x_s - x0) / s, re-divided by the bounded sigma
+        s = frame_sigmas.float()
+        scale = s / s.clamp_min(MIN_LOSS_SIGMA)
+        target = target.float() * scale.view(s.shape[0], 1, s.shape[1], 1, 1)
+    return masked_flow_loss(flow, target, batch.context)

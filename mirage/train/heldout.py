@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from mirage.train.conditioning import training_batch
-from mirage.train.flow_matching import masked_flow_loss
+from mirage.train.flow_matching import batch_flow_loss
 
 __all__ = ["heldout_losses", "MEMORY_CONTROLS"]
 
@@ -64,7 +64,7 @@ def heldout_losses(world_model, samples: Sequence, sigmas: Sequence[float] = (0.
                 batch = training_batch(world_model, [sample], g, 1, logit_mean=logit, logit_std=1e-6, flow_shift=1.0,
                                        use_memory=control != "off")
                 prediction = transformer(batch.noisy, batch.timestep, text, **batch.model_kwargs())
-                total += float(masked_flow_loss(prediction, batch.target, batch.context))
+                total += float(batch_flow_loss(prediction, batch, world_model.config.prediction_type))
                 n += 1
         out[control] = total / n
     transformer.train(was_training)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mirage.pipeline.config import WorldModelConfig
+from mirage.pipeline.prediction import PREDICTION_TYPES
 
 __all__ = ["prepare_autoencoder", "build_backbone", "world_model_config", "init_world_model", "ship", "IMAGE_SIZE",
            "CHUNK_FRAMES"]
@@ -62,16 +63,19 @@ def build_backbone(autoencoder: str | os.PathLike, output: str | os.PathLike, se
     return Path(output)
 
 
-def world_model_config(backbone: str | os.PathLike, side_branch: bool) -> WorldModelConfig:
+def world_model_config(backbone: str | os.PathLike, side_branch: bool, prediction_type: str = "sample"
+                       ) -> WorldModelConfig:
     """The v2 world-model config on ``backbone``: 64x96, 9-frame chunks (stride 1), memory of target-type latents
-    written back as the chunks' denoised latents (at stride 1 the same type as a sensor keyframe's encoding)."""
+    written back as the chunks' denoised latents (at stride 1 the same type as a sensor keyframe's encoding); the
+    transformer predicts clean latents ("sample", v2.1; v2.0 predicted the flow: :mod:`mirage.pipeline.prediction`)."""
     return WorldModelConfig(backbone=str(backbone), height=IMAGE_SIZE[0], width=IMAGE_SIZE[1],
                             chunk_frames=CHUNK_FRAMES,
                             context_latent_frames=1, side_branch=side_branch, camera=True, memory_latents="denoised",
-                            memory_latent_type="target")
+                            memory_latent_type="target", prediction_type=prediction_type)
 
 
-def init_world_model(autoencoder: str | os.PathLike, output: str | os.PathLike, seed: int = 0) -> Path:
+def init_world_model(autoencoder: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
+                     prediction_type: str = "sample") -> Path:
     """``output/`` = a world-model directory for stage 0: ``autoencoder/`` (with latent statistics),
     ``backbone/`` (random v2 transformer + that autoencoder) and the v2 config without side branch."""
     import json
@@ -84,7 +88,8 @@ def init_world_model(autoencoder: str | os.PathLike, output: str | os.PathLike, 
     prepare_autoencoder(autoencoder, output / "autoencoder")
     build_backbone(output / "autoencoder", output / "backbone", seed=seed)
     with open(output / CONFIG_NAME, "w") as f:
-        json.dump(asdict(world_model_config("backbone", side_branch=False)), f, indent=2)
+        json.dump(asdict(world_model_config("backbone", side_branch=False, prediction_type=prediction_type)), f,
+                  indent=2)
     return output
 
 
@@ -113,12 +118,14 @@ def main(argv=None) -> int:
     i.add_argument("--autoencoder", required=True)
     i.add_argument("--output", required=True)
     i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--prediction-type", choices=PREDICTION_TYPES, default="sample",
+                   help="what the transformer outputs: the clean latents (default, v2.1) or the flow (v2.0)")
     s = sub.add_parser("ship", help="merge LoRA and write the shipped model")
     s.add_argument("--model", required=True)
     s.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     if args.command == "init":
-        path = init_world_model(args.autoencoder, args.output, args.seed)
+        path = init_world_model(args.autoencoder, args.output, args.seed, args.prediction_type)
     else:
         path = ship(args.model, args.output)
     print(path)

@@ -48,9 +48,9 @@ from mirage.data.latent_cache import EncodedClip, encode_clip
 from mirage.models.checkpoints import load_adapters, save_adapters
 from mirage.models.lora import add_lora, lora_adapters
 from mirage.train.conditioning import TrainingBatch, training_batch
-from mirage.train.config import TrainConfig
+from mirage.train.config import TrainConfig, lr_factor
 from mirage.train.export import export_world_model
-from mirage.train.flow_matching import masked_flow_loss
+from mirage.train.flow_matching import batch_flow_loss
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +150,8 @@ class Trainer:
             raise ValueError("nothing to train: the model has no side branch, camera embedding or LoRA")
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=config.adam_betas,
                                            weight_decay=config.weight_decay)
-        warmup = config.warmup_steps
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            self.optimizer, lambda step: lr_factor(step, config.warmup_steps, config.steps, config.lr_schedule))
         self.model, self.optimizer = self.accelerator.prepare(self.transformer, self.optimizer)
         self.step = 0
         self._text = None
@@ -228,7 +227,7 @@ class Trainer:
         """Flow-matching loss of one batch (float32 scalar, with grad)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.mixed_precision == "bf16"):
             prediction = self.model(batch.noisy, batch.timestep, self.text_embedding(), **batch.model_kwargs())
-        return masked_flow_loss(prediction, batch.target, batch.context)
+        return batch_flow_loss(prediction, batch, self.world_model.config.prediction_type)
 
     def optimizer_step(self, batches: list[TrainingBatch]) -> float:
         """Accumulate gradients over ``batches`` (one per micro-step), clip, step; returns the mean loss."""

@@ -5,8 +5,9 @@
 # (finished steps are skipped, the training stages resume from their latest checkpoint).
 # Environment: THREADS (torch threads, default 1), AE (a trained PatchAutoencoder directory to use instead of
 # training one in step 1, e.g. a checkpoint's model/ of a longer run), SHIP (where step 7 writes the model,
-# default mirage/assets/mirage-tiny), ROOMS (training rooms, default 1200), STEPS0/STEPS1/STEPS2 (default 2000 / 1200 /
-# 700, as released), EVAL_SCENES (default 6).
+# default mirage/assets/mirage-tiny), ROOMS (training rooms, default 1200), STEPS0/STEPS1/STEPS2 (default 3000 / 1500 /
+# 1500, as released in v2.1), EVAL_SCENES (default 6), SINGLE_STAGE=1 (also train the single-stage ablation of
+# `mirage eval --variants single_stage`: side branch + LoRA at once on the stage-0 backbone, STEPS1 + STEPS2 steps).
 set -euo pipefail
 R=${1:-runs/mirage-tiny-v2}
 T=${THREADS:-1}
@@ -31,7 +32,8 @@ if [ -z "${AE:-}" ]; then
 fi
 
 # 2. Stage 0's starting model: random v2 transformer (4 layers, 4 heads x 32, FFN 384) + that autoencoder
-#    (latent statistics measured here when the autoencoder directory has none), no side branch.
+#    (latent statistics measured here when the autoencoder directory has none), no side branch. The transformer
+#    predicts clean latents (prediction_type "sample", v2.1; see mirage/pipeline/prediction.py).
 if [ ! -f "$R/init/mirage_world_model.json" ]; then
   log "init from $AE"
   python -m mirage.train.tiny_v2 init --autoencoder "$AE" --output "$R/init"
@@ -51,21 +53,22 @@ wait
 
 # 4-6. Stage 0: the camera-conditioned backbone (no memory) on windows anywhere in the clips. Stage 1: a fresh side
 #    branch on the frozen stage-0 backbone, windows that reach the return (memory = the earlier pass). Stage 2:
-#    + LoRA (rank 8) on self-attention, jointly with the side branch. Held-out flow loss with memory controls
-#    (true / shuffled / empty / off) after each stage into $R/heldout.jsonl.
+#    + LoRA (rank 8) on self-attention, jointly with the side branch. Every stage: cosine learning rate to 10%.
+#    Held-out flow loss with memory controls (true / shuffled / empty / off) after each stage into $R/heldout.jsonl.
 POOL="--data memory-pool --pool $R/pool --batch-size 8 --checkpoint-every 100 --no-progress"
-stage() {  # stage N MODEL STEPS extra-args...
-  local n=$1 model=$2 steps=$3; shift 3
-  if [ ! -f "$R/stage$n/final/mirage_world_model.json" ] || [ "$(python -c "import json;print(json.load(open('$R/stage$n/final/training.json'))['steps'])")" != "$steps" ]; then
-    log "stage $n"
-    mirage train --model "$model" --stage "$n" --steps "$steps" $POOL --output "$R/stage$n" --resume "$@"
-    python -m mirage.train.heldout --model "$R/stage$n/final" --pool "$R/pool" --output "$R/heldout.jsonl"
+stage() {  # stage N RUN MODEL STEPS extra-args...  (N: the trainer's stage; RUN: the folder under $R)
+  local n=$1 run=$2 model=$3 steps=$4; shift 4
+  if [ ! -f "$R/$run/final/mirage_world_model.json" ] || [ "$(python -c "import json;print(json.load(open('$R/$run/final/training.json'))['steps'])")" != "$steps" ]; then
+    log "$run (stage $n)"
+    mirage train --model "$model" --stage "$n" --steps "$steps" $POOL --output "$R/$run" --resume --lr-schedule cosine "$@"
+    python -m mirage.train.heldout --model "$R/$run/final" --pool "$R/pool" --output "$R/heldout.jsonl"
   fi
 }
-stage 0 "$R/init" "${STEPS0:-2000}" --lr 1e-3 --warmup-steps 50 --window-starts $(seq 0 24)
-stage 1 "$R/stage0/final" "${STEPS1:-1200}" --side-branch on --no-train-camera-embedding --lr 1e-3 --warmup-steps 20 \
+S1=${STEPS1:-1500}; S2=${STEPS2:-1500}
+stage 0 stage0 "$R/init" "${STEPS0:-3000}" --lr 1e-3 --warmup-steps 50 --window-starts $(seq 0 24)
+stage 1 stage1 "$R/stage0/final" "$S1" --side-branch on --no-train-camera-embedding --lr 1e-3 --warmup-steps 20 \
   --memory-dropout 0.05
-stage 2 "$R/stage1/final" "${STEPS2:-700}" --no-train-camera-embedding --lr 5e-4 --warmup-steps 20 --lora-rank 8 \
+stage 2 stage2 "$R/stage1/final" "$S2" --no-train-camera-embedding --lr 5e-4 --warmup-steps 20 --lora-rank 8 \
   --memory-dropout 0.05
 
 # 7. Export: LoRA folded into the backbone, one self-contained directory of safetensors.
@@ -76,4 +79,12 @@ python -m mirage.train.tiny_v2 ship --model "$R/stage2/final" --output "$SHIP"
 log "eval"
 mirage eval --model "$SHIP" --protocol memory --methods latent shuffled empty none rgb_cache reprojection \
   --scenes "$EVAL_SCENES" --output "$R/eval" --no-progress
+
+# 9. (SINGLE_STAGE=1) The single-stage ablation, then the ablation rows with it.
+if [ "${SINGLE_STAGE:-0}" = 1 ]; then  # the ablation: one stage, the same steps as stages 1 + 2 together
+  stage 2 single_stage "$R/stage0/final" "$((S1 + S2))" --side-branch on --no-train-camera-embedding --lr 1e-3 \
+    --warmup-steps 20 --lora-rank 8 --memory-dropout 0.05
+  mirage eval --model "$SHIP" --protocol memory --variants all --single-stage-model "$R/single_stage/final" \
+    --scenes "$EVAL_SCENES" --output "$R/eval-variants" --no-progress
+fi
 log "done"
