@@ -4,6 +4,7 @@
     python bench/rollout.py --device cuda       # GPU: Wan2.2-TI2V-5B shapes, random weights, 704x1280, bf16
     python bench/rollout.py --frames 17 --steps 4 --height 64 --width 96   # quick
     python bench/rollout.py --plot               # + 8-chunk series -> docs/images/rollout_efficiency_cpu.png
+    python bench/rollout.py --plot --model mirage-tiny   # the shipped model at its own size (64x96)
 
 Every variant runs :meth:`MirageWorldModel.rollout` on the same procedural room (``mirage.scenes``), the same
 trajectory, seed and number of denoising steps:
@@ -50,6 +51,8 @@ VARIANTS = ("latent memory", "RGB cache", "no memory")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--model", default=None, help="a world model (built-in name, mirage-tiny, or a directory) at its "
+                   "own image size unless --height/--width; default: random weights, tiny on CPU, 5B shapes on GPU")
     p.add_argument("--frames", type=int, default=None, help="frames per rollout (1 + s m for the model's temporal "
                    "stride s, 4 here); default 4 chunks")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's 20)")
@@ -71,6 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_model(args, device: torch.device) -> MirageWorldModel:
+    if args.model:
+        size = {k: v for k, v in (("height", args.height), ("width", args.width)) if v}
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        return MirageWorldModel.from_pretrained(args.model, device=device, torch_dtype=dtype,
+                                                memory_latents=args.memory_latents, **size)
     if device.type == "cuda":
         overrides = dict(height=args.height or 704, width=args.width or 1280, memory_latents=args.memory_latents)
         return MirageWorldModel.from_pretrained("wan22_5b-random", device=device, torch_dtype=torch.bfloat16,
@@ -275,8 +283,9 @@ def main(argv=None) -> int:
                                f"{series[v]['cache_mib'][k]:.2f}" for v in VARIANTS)
             print(f"| {k + 1} | {cells} |")
         path = Path(args.plot or f"docs/images/rollout_efficiency_{'gpu' if gpu else 'cpu'}.png")
-        where = f"Wan2.2-TI2V-5B shapes (random weights), {torch.cuda.get_device_name(device)}" if gpu else \
-            f"tiny model (random weights), CPU, {torch.get_num_threads()} threads"
+        on = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
+        name = args.model or ("Wan2.2-TI2V-5B shapes (random weights)" if gpu else "tiny model (random weights)")
+        where = f"{name}, {on}"
         title = f"{where}: {H}x{W}, {model.chunk_frames}-frame chunks, {steps} steps, median of {args.repeats} runs"
         write_plot(path, series, title)
         meta = {"title": title, "frames": T, "chunks": args.chunks, "steps": steps, "image_size": [H, W],

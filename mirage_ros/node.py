@@ -136,7 +136,7 @@ class MirageNode(NodeOperations, Node):
         self.cache_dir = CacheDirectory(p.cache_directory)
         self.runner = GoalRunner(self.world_model, self.holder, self.ingestor.cameras, self._lookup_at_stamp,
                                  world_frame=p.world_frame, policy=p.goal_policy, fps=p.fps,
-                                 max_frames=p.max_goal_frames, steps=p.steps,
+                                 max_frames=p.max_goal_frames, steps=p.steps or None,
                                  now_ns=lambda: conv.stamp_to_ns(self.get_clock().now()), log=log,
                                  keep_imagined=p.keep_imagined, imagined_frame=p.imagined_frame,
                                  waiting_on=self.input.describe)

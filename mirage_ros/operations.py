@@ -93,7 +93,7 @@ class NodeOperations:
         self.input.set_slop(new.sync_slop)
         self.encode_queue.maxsize = int(new.ingest_queue_size)
         self.runner.policy, self.runner.fps = new.goal_policy, float(new.fps)
-        self.runner.max_frames, self.runner.steps = int(new.max_goal_frames), int(new.steps)
+        self.runner.max_frames, self.runner.steps = int(new.max_goal_frames), int(new.steps) or None
         for timer, rate in ((self.cloud_timer, new.cloud_rate), (self.stats_timer, new.stats_rate),
                             (self.diagnostics_timer, new.diagnostics_rate)):
             if timer is not None:

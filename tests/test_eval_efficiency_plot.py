@@ -41,3 +41,13 @@ def test_plot_and_series_from_one_run(tmp_path, monkeypatch):
     assert none["cache_mib"] == [0.0, 0.0] and none["read_ms_per_frame"] == [0.0, 0.0]
     assert all(t > 0 for t in rgb["read_ms_per_frame"] + latent["read_ms_per_frame"])
     assert rgb["cache_mib"][1] > rgb["cache_mib"][0] > latent["cache_mib"][0] > 0  # pixels vs latent cells
+
+
+def test_model_option_runs_a_given_model_at_its_own_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    bench = _bench()
+    path = tmp_path / "shipped.png"
+    assert bench.main(["--device", "cpu", "--model", "mirage-tiny", "--plot", str(path), "--plot-chunks", "1",
+                       "--steps", "1", "--repeats", "1"]) == 0
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["image_size"] == [64, 96] and meta["title"].startswith("mirage-tiny, CPU")

@@ -39,8 +39,9 @@ def parse_checkpoints(spec: str) -> dict[str, str]:
 
 def world_model_kwargs(params) -> dict:
     """NodeParams -> keyword arguments of ``load_world_model`` / ``from_pretrained`` (besides the name)."""
-    kw: dict = dict(device=params.device, torch_dtype=DTYPES[params.dtype], num_inference_steps=params.steps,
-                    voxel_size=params.voxel_size or None)
+    kw: dict = dict(device=params.device, torch_dtype=DTYPES[params.dtype], voxel_size=params.voxel_size or None)
+    if params.steps:
+        kw["num_inference_steps"] = params.steps
     if params.chunk_frames:
         kw["chunk_frames"] = params.chunk_frames
     if params.image_height:

@@ -749,7 +749,7 @@ def test_bad_parameters_stop_the_node_with_their_name(env):
     from mirage_ros.node import MirageNode
 
     for param, word in ((Parameter("goal_policy", value="queue"), "goal_policy"),
-                        (Parameter("steps", value=0), "steps")):
+                        (Parameter("steps", value=-1), "steps")):
         with pytest.raises((ValueError, ParameterException), match=word):
             MirageNode(world_model=env.world_model, node_name="mirage_bad", context=env.graph.context,
                        parameter_overrides=[param])

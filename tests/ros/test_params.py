@@ -40,12 +40,12 @@ def test_5b_parameters_map_to_the_world_model():
     assert (kw["height"], kw["width"], kw["chunk_frames"]) == (704, 1280, 33)
     assert kw["side_branch_path"] == "/sb" and kw["lora_path"] == "/lora"
     tiny = world_model_kwargs(validate_params(base))
-    assert tiny["device"] == "cpu" and tiny["num_inference_steps"] == 20
+    assert tiny["device"] == "cpu" and "num_inference_steps" not in tiny  # steps 0: the model's own default
     assert not {"height", "width", "chunk_frames"} & set(tiny)  # the model's own size and chunking
 
 
 @pytest.mark.parametrize("bad, word", [
-    ({"steps": 0}, "steps"), ({"goal_policy": "queue"}, "goal_policy"), ({"image_height": 70}, "image_height"),
+    ({"steps": -1}, "steps"), ({"goal_policy": "queue"}, "goal_policy"), ({"image_height": 70}, "image_height"),
     ({"chunk_frames": 8}, "chunk_frames"), ({"dtype": "int8"}, "dtype"), ({"world_frame": ""}, "world_frame"),
     ({"keyframe_translation": -1.0}, "keyframe_translation"), ({"steps": "four"}, "steps"),
     ({"tf_hold": -0.1}, "tf_hold"), ({"torch_threads": -1}, "torch_threads"), ({"cameras": []}, "cameras"),

@@ -33,7 +33,7 @@ def test_a_change_is_validated_and_returns_new_params():
     ({"model": "tiny"}, ("model", "read-only", "restart")),
     ({"dtype": "bfloat16"}, ("dtype", "read-only")),
     ({"device": "cuda"}, ("device", "read-only")),
-    ({"steps": 0}, ("steps", "outside")),
+    ({"steps": -1}, ("steps", "outside")),
     ({"cloud_rate": 100.0}, ("cloud_rate", "outside")),
     ({"goal_policy": "queue"}, ("goal_policy", "one of")),
     ({"cloud_colors": "rainbow"}, ("cloud_colors", "one of")),
