@@ -63,6 +63,12 @@ def build_backbone(autoencoder: str | os.PathLike, output: str | os.PathLike, se
     return Path(output)
 
 
+# Denoising steps the shipped model samples with by default. Measured on held-out rooms (model card): 4 steps
+# reproduce the memory better than 20 (PSNR_C 17.5 vs 16.8 dB on 4 rooms) and take a fifth of the time; more
+# steps add texture this small model invents, not detail it remembers. Any count can be asked for per call.
+SAMPLING_STEPS = 4
+
+
 def world_model_config(backbone: str | os.PathLike, side_branch: bool, prediction_type: str = "sample"
                        ) -> WorldModelConfig:
     """The v2 world-model config on ``backbone``: 64x96, 9-frame chunks (stride 1), memory of target-type latents
@@ -71,7 +77,8 @@ def world_model_config(backbone: str | os.PathLike, side_branch: bool, predictio
     return WorldModelConfig(backbone=str(backbone), height=IMAGE_SIZE[0], width=IMAGE_SIZE[1],
                             chunk_frames=CHUNK_FRAMES,
                             context_latent_frames=1, side_branch=side_branch, camera=True, memory_latents="denoised",
-                            memory_latent_type="target", prediction_type=prediction_type)
+                            memory_latent_type="target", prediction_type=prediction_type,
+                            num_inference_steps=SAMPLING_STEPS)
 
 
 def init_world_model(autoencoder: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
