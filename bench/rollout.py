@@ -283,7 +283,8 @@ def main(argv=None) -> int:
                                f"{series[v]['cache_mib'][k]:.2f}" for v in VARIANTS)
             print(f"| {k + 1} | {cells} |")
         path = Path(args.plot or f"docs/images/rollout_efficiency_{'gpu' if gpu else 'cpu'}.png")
-        on = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        on = torch.cuda.get_device_name(device) if gpu else f"CPU, {threads} thread{'s' if threads != 1 else ''}"
         name = args.model or ("Wan2.2-TI2V-5B shapes (random weights)" if gpu else "tiny model (random weights)")
         where = f"{name}, {on}"
         title = f"{where}: {H}x{W}, {model.chunk_frames}-frame chunks, {steps} steps, median of {args.repeats} runs"

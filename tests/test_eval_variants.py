@@ -62,11 +62,14 @@ def test_missing_resources_skip_with_a_reason(model, tmp_path):
 
 
 def test_single_stage_loads_the_given_model(model, clip, tmp_path, monkeypatch):
-    other = MirageWorldModel.from_pretrained("tiny", height=SIZE[0], width=SIZE[1], backbone_seed=1)
+    other = MirageWorldModel.from_pretrained("tiny", height=SIZE[0], width=SIZE[1], backbone_seed=1,
+                                             num_inference_steps=17)
     other.save_pretrained(tmp_path / "single")
     specs = variant_specs(["single_stage"])
     runnable, resources, skipped = load_variant_resources(specs, model, str(tmp_path / "single"))
     assert not skipped and [s.name for s in runnable] == ["full", "single_stage"]
+    # the row differs from "full" in training only: it samples with the main model's steps, not its saved 17
+    assert resources.single_stage.config.num_inference_steps == model.config.num_inference_steps != 17
     used = []
     monkeypatch.setattr(type(model), "rollout", lambda self, *a, **k: used.append(self) or _fake_result(self, a[1]))
     run_variant(runnable[1], model, clip, resources=resources, num_inference_steps=1)

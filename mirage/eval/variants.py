@@ -148,8 +148,10 @@ def load_variant_resources(specs: Sequence[VariantSpec], world_model, single_sta
         else:
             from mirage.train.export import load_world_model
 
-            resources.single_stage = load_world_model(single_stage_model, device=world_model.device,
-                                                      height=world_model.height, width=world_model.width)
+            # The main model's image size and sampling steps: the row differs from "full" in training only.
+            resources.single_stage = load_world_model(
+                single_stage_model, device=world_model.device, height=world_model.height, width=world_model.width,
+                num_inference_steps=world_model.config.num_inference_steps)
     if any(s.depth == "mono" for s in specs):
         path = depth_model or os.environ.get(DEPTH_MODEL_ENV)
         if not path:
