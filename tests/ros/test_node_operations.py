@@ -213,7 +213,7 @@ def test_live_parameters_apply_or_are_refused_with_the_reason(env):
     assert node.runner.policy == "preempt" and node.runner.steps == 3
     node.torch_threads_here()
     assert node.torch_threads == torch.get_num_threads() == 3 - first
-    for bad, word in ((dict(steps=0), "steps"), (dict(goal_policy="queue"), "goal_policy"),
+    for bad, word in ((dict(steps=-1), "steps"), (dict(goal_policy="queue"), "goal_policy"),
                       (dict(model="tiny"), "read-only"), (dict(dtype="bfloat16"), "read-only"),
                       (dict(cloud_colors="rainbow"), "cloud_colors")):
         (result,) = env.set_params(**bad)

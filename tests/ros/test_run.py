@@ -71,7 +71,7 @@ def test_run_reports_user_errors_in_one_line_with_status_2_and_interrupts_with_0
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module, args, word", [
-    ("mirage_ros.node", ["--ros-args", "-p", "steps:=0"], "steps"),
+    ("mirage_ros.node", ["--ros-args", "-p", "steps:=-1"], "steps"),
     ("mirage_ros.synthetic_camera", ["--ros-args", "-p", "rate:=0.0"], "rate"),
     ("mirage_ros.bag_replay", ["/no/such/bag"], "no bag"),
     ("mirage_ros.bags.replay", ["/no/such/bag"], "no bag"),
