@@ -69,3 +69,11 @@ def test_config_checks_prediction_type():
         WorldModelConfig(prediction_type="epsilon")
     with pytest.raises(ValueError, match="prediction_type"):
         prediction_to_flow(torch.zeros(1, 1, 1, 1, 1), torch.zeros(1, 1, 1, 1, 1), torch.zeros(1), "v")
+
+
+def test_the_v2_recipe_predicts_samples_with_few_steps():
+    from mirage.train.tiny_v2 import SAMPLING_STEPS, world_model_config
+
+    cfg = world_model_config("backbone", side_branch=False)
+    assert cfg.prediction_type == "sample" and cfg.num_inference_steps == SAMPLING_STEPS == 4
+    assert world_model_config("backbone", side_branch=True, prediction_type="flow").prediction_type == "flow"
