@@ -77,3 +77,17 @@ def test_the_v2_recipe_predicts_samples_with_few_steps():
     cfg = world_model_config("backbone", side_branch=False)
     assert cfg.prediction_type == "sample" and cfg.num_inference_steps == SAMPLING_STEPS == 4
     assert world_model_config("backbone", side_branch=True, prediction_type="flow").prediction_type == "flow"
+
+
+def test_init_can_widen_the_transformer(tmp_path):
+    from mirage.models.patch_autoencoder import PatchAutoencoder
+    from mirage.pipeline import MirageWorldModel
+    from mirage.train.tiny_v2 import init_world_model
+
+    ae = PatchAutoencoder(block_out_channels=(8, 8), layers_per_block=1, scale_factor_spatial=8,
+                          latents_mean=[0.0] * 48, latents_std=[2.0] * 48)
+    ae.save_pretrained(tmp_path / "ae")
+    init_world_model(tmp_path / "ae", tmp_path / "wide", num_attention_heads=8, ffn_dim=64)
+    model = MirageWorldModel.from_pretrained(str(tmp_path / "wide"))
+    config = model.backbone.transformer.config
+    assert (config.num_attention_heads, config.ffn_dim) == (8, 64) and model.config.prediction_type == "sample"

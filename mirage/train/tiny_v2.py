@@ -44,8 +44,11 @@ def prepare_autoencoder(source: str | os.PathLike, output: str | os.PathLike, st
     return Path(output)
 
 
-def build_backbone(autoencoder: str | os.PathLike, output: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a backbone directory (diffusers layout) = random v2 transformer (``seed``) + the given autoencoder."""
+def build_backbone(autoencoder: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
+                   **transformer_overrides) -> Path:
+    """Write a backbone directory (diffusers layout) = random v2 transformer (``seed``; ``transformer_overrides``
+    change its :data:`~mirage.models.configs.TINY_V2_TRANSFORMER` shape, e.g. ``num_attention_heads=8,
+    ffn_dim=768``) + the given autoencoder."""
     from diffusers import UniPCMultistepScheduler, WanTransformer3DModel
 
     from mirage.models.backbone import Backbone
@@ -55,7 +58,7 @@ def build_backbone(autoencoder: str | os.PathLike, output: str | os.PathLike, se
     vae = PatchAutoencoder.from_pretrained(str(autoencoder)).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer = WanTransformer3DModel(**copy.deepcopy(TINY_V2_TRANSFORMER)).eval()
+        transformer = WanTransformer3DModel(**{**copy.deepcopy(TINY_V2_TRANSFORMER), **transformer_overrides}).eval()
     backbone = Backbone(transformer, vae, UniPCMultistepScheduler(**scheduler_config()),
                         max_sequence_length=max_sequence_length("tiny"), name_or_path="mirage-tiny-v2",
                         random_weights=True)
@@ -82,7 +85,7 @@ def world_model_config(backbone: str | os.PathLike, side_branch: bool, predictio
 
 
 def init_world_model(autoencoder: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
-                     prediction_type: str = "sample") -> Path:
+                     prediction_type: str = "sample", **transformer_overrides) -> Path:
     """``output/`` = a world-model directory for stage 0: ``autoencoder/`` (with latent statistics),
     ``backbone/`` (random v2 transformer + that autoencoder) and the v2 config without side branch."""
     import json
@@ -93,7 +96,7 @@ def init_world_model(autoencoder: str | os.PathLike, output: str | os.PathLike, 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     prepare_autoencoder(autoencoder, output / "autoencoder")
-    build_backbone(output / "autoencoder", output / "backbone", seed=seed)
+    build_backbone(output / "autoencoder", output / "backbone", seed=seed, **transformer_overrides)
     with open(output / CONFIG_NAME, "w") as f:
         json.dump(asdict(world_model_config("backbone", side_branch=False, prediction_type=prediction_type)), f,
                   indent=2)
@@ -127,12 +130,16 @@ def main(argv=None) -> int:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--prediction-type", choices=PREDICTION_TYPES, default="sample",
                    help="what the transformer outputs: the clean latents (default, v2.1) or the flow (v2.0)")
+    i.add_argument("--num-heads", type=int, help="attention heads of 32 channels (default 4; 8 = 256 hidden)")
+    i.add_argument("--ffn-dim", type=int, help="feed-forward width (default 384)")
     s = sub.add_parser("ship", help="merge LoRA and write the shipped model")
     s.add_argument("--model", required=True)
     s.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     if args.command == "init":
-        path = init_world_model(args.autoencoder, args.output, args.seed, args.prediction_type)
+        path = init_world_model(args.autoencoder, args.output, args.seed, args.prediction_type,
+                                **{k: v for k, v in (("num_attention_heads", args.num_heads),
+                                                     ("ffn_dim", args.ffn_dim)) if v})
     else:
         path = ship(args.model, args.output)
     print(path)

@@ -7,7 +7,9 @@
 # training one in step 1, e.g. a checkpoint's model/ of a longer run), SHIP (where step 7 writes the model,
 # default mirage/assets/mirage-tiny), ROOMS (training rooms, default 1200), STEPS0/STEPS1/STEPS2 (default 3000 / 1500 /
 # 1500, as released in v2.1), EVAL_SCENES (default 6), SINGLE_STAGE=1 (also train the single-stage ablation of
-# `mirage eval --variants single_stage`: side branch + LoRA at once on the stage-0 backbone, STEPS1 + STEPS2 steps).
+# `mirage eval --variants single_stage`: side branch + LoRA at once on the stage-0 backbone, STEPS1 + STEPS2 steps),
+# INIT_ARGS (extra options of step 2, e.g. "--num-heads 8 --ffn-dim 768" for the wider transformer the model card
+# measured as the next step).
 set -euo pipefail
 R=${1:-runs/mirage-tiny-v2}
 T=${THREADS:-1}
@@ -36,7 +38,7 @@ fi
 #    predicts clean latents (prediction_type "sample", v2.1; see mirage/pipeline/prediction.py).
 if [ ! -f "$R/init/mirage_world_model.json" ]; then
   log "init from $AE"
-  python -m mirage.train.tiny_v2 init --autoencoder "$AE" --output "$R/init"
+  python -m mirage.train.tiny_v2 init --autoencoder "$AE" --output "$R/init" ${INIT_ARGS:-}
 fi
 
 # 3. The memory-task pool: fresh rooms (earlier pass + 33-frame out-and-back clip), rendered once (two shards in
