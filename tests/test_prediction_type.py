@@ -5,6 +5,7 @@ import torch
 
 from mirage.pipeline.config import WorldModelConfig
 from mirage.pipeline.prediction import prediction_to_flow
+from mirage.train.conditioning import TrainingBatch
 from mirage.train.flow_matching import MIN_LOSS_SIGMA, add_noise, batch_flow_loss, flow_target
 
 
@@ -41,9 +42,9 @@ def test_min_sigma_bounds_the_division():
     assert torch.allclose(bounded[0], exact[0])
 
 
-class _Batch:
-    def __init__(self, noisy, target, context, sigmas):
-        self.noisy, self.target, self.context, self.sigmas = noisy, target, context[None].expand(len(sigmas), -1), sigmas
+def _Batch(noisy, target, context, sigmas):
+    return TrainingBatch(noisy=noisy, timestep=None, context=context[None].expand(len(sigmas), -1), target=target,
+                         memory_latents=None, memory_mask=None, rays=None, sigmas=sigmas)
 
 
 def test_batch_loss_is_zero_for_the_right_answer_of_either_type():

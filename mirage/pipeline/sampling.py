@@ -47,7 +47,8 @@ def sample_chunk(
     positions where ``context_frames`` (F,) bool is True. ``on_step(i, latents)`` runs after every step (the
     context positions already re-imposed). ``should_stop()`` is polled before every step; when it returns
     True the function returns ``None`` without finishing. ``prediction_type``: what ``model`` returns ("flow", or
-    "sample": the clean latents; :func:`mirage.pipeline.prediction.prediction_to_flow`). Returns the denoised latents (B, C, F, h, w).
+    "sample": the clean latents; :func:`mirage.pipeline.prediction.prediction_to_flow`). Returns the denoised
+    latents (B, C, F, h, w).
     """
     if noise.shape != context.shape or context_frames.shape != (noise.shape[2],):
         raise ValueError(f"noise {tuple(noise.shape)}, context {tuple(context.shape)} and context_frames "

@@ -430,7 +430,8 @@ _CLI_SETTINGS = {  # argparse dest -> AutoencoderTrainConfig field
 
 def add_arguments(parser) -> None:
     """Options of ``--stage autoencoder`` that the other stages do not have (shared ones: --output, --steps,
-    --batch-size, --lr, --warmup-steps, --lr-schedule, --seed, --checkpoint-every, --resume, --height, --width, --no-progress)."""
+    --batch-size, --lr, --warmup-steps, --lr-schedule, --seed, --checkpoint-every, --resume, --height, --width,
+    --no-progress)."""
     g = parser.add_argument_group("autoencoder (--stage autoencoder: the per-frame PatchAutoencoder)")
     g.add_argument("--spatial-stride", type=int, help="pixels per latent cell (default 8)")
     g.add_argument("--ae-channels", type=int, nargs="+", help="channels per level (default 128 192)")

@@ -16,6 +16,8 @@ import json
 import logging
 import sys
 
+from mirage.train.config import LR_SCHEDULES
+
 __all__ = ["add_arguments", "main", "build_dataset"]
 
 
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=float, dest="learning_rate")
     g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--lr-schedule", choices=("constant", "cosine"),
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="after warm-up: constant, or cosine down to 10%% at --steps (stages 0-2: default constant; "
                         "autoencoder: default cosine to 5%%)")
     g.add_argument("--lora-rank", type=int)

@@ -49,6 +49,12 @@ class TrainingBatch:
     rays: torch.Tensor | None
     sigmas: torch.Tensor
 
+    @property
+    def frame_sigmas(self) -> torch.Tensor:
+        """(B, F) noise level per latent frame: the sample's sigma, 0 on its clean context frames."""
+        return torch.where(self.context.to(self.sigmas.device), torch.zeros_like(self.sigmas)[:, None],
+                           self.sigmas[:, None])
+
     def model_kwargs(self) -> dict:
         kw = {"rays": self.rays}
         if self.memory_latents is not None:

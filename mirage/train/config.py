@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -16,8 +17,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "c
     """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up to 1 over ``warmup_steps``, then 1
     ("constant") or a cosine from 1 to ``MIN_LR_FRACTION`` at ``total_steps`` ("cosine"). A resumed run with more
     ``total_steps`` continues the curve stretched to the new end."""
-    import math
-
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":

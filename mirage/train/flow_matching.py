@@ -86,8 +86,7 @@ def batch_flow_loss(prediction: torch.Tensor, batch, prediction_type: str = "flo
     and by the true x0, both divided by ``max(s, MIN_LOSS_SIGMA)`` instead of ``s``
     (:func:`mirage.pipeline.prediction.prediction_to_flow`), i.e. ``|x0_hat - x0|^2 / max(s, 0.05)^2``: the velocity
     loss with its weight bounded at low noise, as Li & He train."""
-    frame_sigmas = torch.where(batch.context.to(batch.sigmas.device), torch.zeros_like(batch.sigmas)[:, None],
-                               batch.sigmas[:, None])
+    frame_sigmas = batch.frame_sigmas
     flow = prediction_to_flow(prediction, batch.noisy, frame_sigmas, prediction_type, min_sigma=MIN_LOSS_SIGMA)
     target = batch.target
     if prediction_type == "sample":  # eps - x0 = (x_s - x0) / s, re-divided by the bounded sigma
