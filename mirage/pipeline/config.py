@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 from mirage.pipeline.prediction import PREDICTION_TYPES
 
-__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES"]
+__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES", "CHUNK_SEEDS"]
 
 CONFIG_NAME = "mirage_world_model.json"
 
@@ -16,6 +16,10 @@ MEMORY_LATENTS = ("denoised", "reencoded")
 # is; :meth:`MirageWorldModel.encode_images`) or "single_frame" (each frame encoded alone, the causal VAE's
 # latent-0 type: every model saved before same-type latents, e.g. the shipped mirage-tiny v1).
 MEMORY_LATENT_TYPES = ("target", "single_frame")
+# Where a later chunk's clean context comes from (:func:`mirage.pipeline.rollout.next_context`): "reencoded" (the
+# decoded frames encoded as the start of a window: latent-0-type codes, as a window starts in training) or
+# "denoised" (the previous chunk's last denoised latents as they are: the reference code's choice).
+CHUNK_SEEDS = ("reencoded", "denoised")
 
 
 @dataclass
@@ -37,6 +41,9 @@ class WorldModelConfig:
         side branch was trained with (:meth:`from_dict`). The two differ only at temporal stride > 1.
     prediction_type: what the transformer outputs, "flow" (the velocity, as Wan2.2 is trained; default) or
         "sample" (the clean latents; mirage-tiny v2.1: :mod:`mirage.pipeline.prediction` says why).
+    chunk_seed: a later chunk's clean context: "reencoded" (default; the decoded last frames encoded as a window
+        start) or "denoised" (the previous chunk's last denoised latents, no encode: the reference code's choice,
+        :data:`CHUNK_SEEDS`).
     """
 
     backbone: str = "tiny"
@@ -60,6 +67,7 @@ class WorldModelConfig:
     memory_latents: str = "denoised"
     memory_latent_type: str = "target"
     prediction_type: str = "flow"
+    chunk_seed: str = "reencoded"
 
     def __post_init__(self):
         if self.height <= 0 or self.width <= 0:
@@ -78,6 +86,8 @@ class WorldModelConfig:
                              f"got {self.memory_latent_type!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.chunk_seed not in CHUNK_SEEDS:
+            raise ValueError(f"chunk_seed must be one of {CHUNK_SEEDS}, got {self.chunk_seed!r}")
         if self.memory_latent_type == "single_frame" and self.memory_latents == "denoised":
             raise ValueError("memory_latent_type='single_frame' needs memory_latents='reencoded' (a chunk's "
                              "denoised latents are target-type group latents)")

@@ -117,7 +117,8 @@ class MirageWorldModel:
         overrides: any :class:`WorldModelConfig` field, plus ``adapters_path`` (a directory with side_branch/,
             camera_embedding/, lora/ to load instead of the saved / fresh ones, e.g. a training checkpoint),
             ``side_branch_path`` / ``camera_embedding_path`` / ``lora_path`` (one part's directory each,
-            applied after ``adapters_path``), ``reference_checkpoint_path`` (the paper's reference weights),
+            applied after ``adapters_path``), ``reference_checkpoint_path`` (the paper's reference weights: a
+            file, directory or list; loaded completely or ValueError, ``reference_strict=False`` loads what fits),
             ``depth_provider`` (an object, "readout", or a Depth Anything directory / hub id), ``segmenter``,
             ``backbone_kwargs`` (passed to :func:`mirage.models.load_backbone`), and the inference speed options
             ``modulation``, ``side_branch_target_only``, ``side_branch_blocks``, ``compile``, ``sdpa_backend``,

@@ -16,7 +16,8 @@ are chunked):
    the memory's depth), exclusion masks (dynamic / sky / invalid / inconsistent cells, :mod:`mirage.dynamic`),
    then ``memory.observe_batch`` at those frames' poses with the chunk's denoised latents
    (``config.memory_latents="denoised"``) or the decoded frames re-encoded (``"reencoded"``); an RGB memory stores
-   the pixels either way. The last frames, re-encoded as the start of a window, are the next chunk's context.
+   the pixels either way. The last frames, re-encoded as the start of a window (``config.chunk_seed="reencoded"``)
+   or the last denoised latents as they are (``"denoised"``), are the next chunk's context.
 
 Modes: "full" (the above), "memory_only" (the readout replaces denoising: a fast preview and a diagnostic of what
 the memory holds; writes nothing) and "no_memory" (the camera-conditioned video model alone: no read, no side
@@ -294,7 +295,7 @@ def update_chunk_memory(model, state: RolloutState, chunk: Chunk, cond: ChunkCon
     timer = state.timer
     if chunk.index + 1 < len(state.chunks):
         with timer.phase("memory_update"):
-            state.context = next_context(model, state, chunk, state.chunks[chunk.index + 1].context)
+            state.context = next_context(model, state, chunk, state.chunks[chunk.index + 1].context, latents)
     if not state.write_memory:
         return
     new = torch.tensor(list(chunk.new_latent_indices))
@@ -323,9 +324,13 @@ def update_chunk_memory(model, state: RolloutState, chunk: Chunk, cond: ChunkCon
 
 
 # ---------------------------------------------------------------------------------------------------------- pieces
-def next_context(model, state: RolloutState, chunk: Chunk, count: int) -> torch.Tensor:
-    """(count, C, h, w): the pixel frames ending at the chunk's last latent frame, encoded as one clip, i.e. as the
-    start of a window (its first latent a single-frame, latent-0-type code)."""
+def next_context(model, state: RolloutState, chunk: Chunk, count: int, latents: torch.Tensor) -> torch.Tensor:
+    """(count, C, h, w): the next window's clean context. ``config.chunk_seed="reencoded"``: the pixel frames ending
+    at the chunk's last latent frame, encoded as one clip, i.e. as the start of a window (its first latent a
+    single-frame, latent-0-type code); "denoised": the chunk's last ``count`` denoised latents of ``latents``
+    (1, C, F, h, w) as they are (the reference code's choice: no encode, but group-type codes at window start)."""
+    if model.config.chunk_seed == "denoised":
+        return latents[0, :, -count:].transpose(0, 1).contiguous()
     last = int(chunk.pixel_frames[-1])
     first = last - chunk.temporal_stride * (count - 1)
     return model.encode_video(state.frames[first : last + 1])

@@ -1,0 +1,271 @@
+"""Parity with the paper's reference implementation: weights saved in its layout load completely and give its output.
+
+The reference side is ``tests/reference_wan.py``, a tiny-shape reimplementation of its forward and chunk sampling
+written from reading microsoft/LatentSpatialMemory. Random weights are drawn there in the reference's names and
+shapes (DiT, VACE branch with the 96-channel hint, LoRA on self- and cross-attention and the FFN), saved as its
+training script saves them (one file per stage; one of them as a ``.pt`` with nested dicts), and loaded here with
+:func:`mirage.models.reference.load_reference_checkpoint`.
+
+Tolerances: the reference computes RoPE and the timestep sinusoid in float64 and merges LoRA into the weights; we
+compute in float32 with LoRA as a separate low-rank path and modulation once per latent frame. Measured: 2.6e-5 on
+outputs of magnitude ~6 for one step. ``atol=rtol=1e-4`` covers that rounding and is 1000x below what a mis-mapped
+tensor or a dropped score term changes (the negative tests below check that they fail it).
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mirage.camera import look_at, make_intrinsics
+from mirage.models import MirageTransformer, load_backbone, per_token_timesteps
+from mirage.models import reference_keys
+from mirage.models.lora import REFERENCE_LORA_TARGETS, lora_adapters
+from mirage.models.reference import load_reference_checkpoint, read_state_dict
+from mirage.models.reference_hint import fold_score_channels, reference_score_latent
+from mirage.pipeline import MirageWorldModel
+from mirage.pipeline.sampling import make_scheduler
+from reference_wan import merge_lora, random_reference_weights, reference_chunk, reference_forward
+
+LAYERS = [0, 1]  # hint blocks after both tiny DiT blocks (the reference: every other of 30)
+TOL = dict(atol=1e-4, rtol=1e-4)  # float32 vs the reference's float64 RoPE / merged LoRA (module docstring)
+FRAMES, GRID = 3, (4, 6)  # one tiny window: 9 pixel frames at 64x96 -> 3 latent frames of 4x6
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone("tiny")
+
+
+@pytest.fixture(scope="module")
+def weights(backbone):
+    cfg = backbone.transformer.config
+    dim = cfg.num_attention_heads * cfg.attention_head_dim
+    return random_reference_weights(dim, cfg.ffn_dim, cfg.num_layers, cfg.text_dim, LAYERS, lora_rank=4)
+
+
+@pytest.fixture(scope="module")
+def files(weights, tmp_path_factory):
+    """The reference's stage files: dit and lora as safetensors, the VACE branch as a .pt of nested dicts."""
+    dit, vace, lora = weights
+    root = tmp_path_factory.mktemp("reference")
+    save_file(dit, str(root / "dit.safetensors"))
+    torch.save({"vace": vace, "step": 1000}, str(root / "vace.pt"))
+    save_file(lora, str(root / "lora.safetensors"))
+    return [root / "dit.safetensors", root / "vace.pt", root / "lora.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def score(backbone):
+    return reference_score_latent(backbone, FRAMES, GRID)
+
+
+def _model(score, files, **kw):
+    model = MirageTransformer.from_backbone(load_backbone("tiny").transformer, injection_layers=LAYERS)
+    report = load_reference_checkpoint(model, files, score_latent=score, **kw)
+    return model, report
+
+
+def _inputs(seed=3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 48, FRAMES, *GRID, generator=g)
+    readout = torch.randn(1, 48, FRAMES, *GRID, generator=g)
+    mask = torch.rand(1, 1, FRAMES, *GRID, generator=g) > 0.5
+    rays = torch.randn(1, 6, FRAMES, *GRID, generator=g)
+    context = torch.randn(1, 16, 32, generator=g)
+    return x, readout, mask, rays, context
+
+
+def _both(model, weights, score, heads=2):
+    """(ours, reference) flow for one denoising step of a window with a clean first latent."""
+    dit, vace, lora = weights
+    x, readout, mask, rays, context = _inputs()
+    ts = torch.tensor([0.0, 700.0, 700.0])
+    with torch.no_grad():
+        ours = model(x, per_token_timesteps(ts, GRID), context, memory_latents=readout, memory_mask=mask, rays=rays)
+        ref = reference_forward(merge_lora(dit, lora), vace, x, ts, context, torch.cat([readout[0], score]), LAYERS,
+                                heads)
+    return ours, ref
+
+
+def test_score_latent_is_not_constant_but_causal(backbone, score):
+    # why the fold keeps an offset: borders and the first latents differ; why one offset serves shorter windows
+    assert score.shape == (48, FRAMES, *GRID)
+    assert float((score - score.mean(dim=(1, 2, 3), keepdim=True)).abs().max()) > 0.1
+    torch.testing.assert_close(reference_score_latent(backbone, 2, GRID), score[:, :2], atol=1e-6, rtol=0)
+
+
+def test_fold_is_exact_and_bias_only_for_a_constant_score():
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(24, 96, 1, 2, 2, generator=g), torch.randn(24, generator=g)
+    constant = torch.randn(48, 1, 1, 1, generator=g).expand(48, 2, 4, 6)
+    folded = fold_score_channels(weight, bias, constant)
+    assert folded.offset is None and folded.weight.shape == (24, 49, 1, 2, 2)
+    assert torch.count_nonzero(folded.weight[:, 48]) == 0  # the mask channel: the reference has none
+    readout = torch.randn(1, 48, 2, 4, 6, generator=g)
+    full = torch.nn.functional.conv3d(torch.cat([readout, constant[None]], 1), weight, bias, stride=(1, 2, 2))
+    ours = torch.nn.functional.conv3d(torch.cat([readout, torch.ones(1, 1, 2, 4, 6)], 1), folded.weight,
+                                      folded.bias, stride=(1, 2, 2))
+    torch.testing.assert_close(ours, full, atol=1e-5, rtol=1e-5)  # float32 conv of 96 vs 49 channels
+
+
+def test_reference_files_load_completely(score, files):
+    model, report = _model(score, files)
+    assert report.complete and not report.unmapped_source and not report.missing_target
+    assert set(report.folded) == {"vace.vace_patch_embedding.weight", "vace.vace_patch_embedding.bias"}  # .pt nesting
+    assert report.lora_attached == {"rank": 4, "alpha": 4.0, "targets": sorted(REFERENCE_LORA_TARGETS)}
+    assert report.hint_offset == (24, FRAMES, GRID[0] // 2, GRID[1] // 2)
+    assert report.zeroed == ["camera_embedding"] and not any(p.any() for p in model.camera_embedding.parameters())
+    # every tensor of the three files has a place: 2 folded, the rest mapped as they are
+    assert len(report.mapped) + len(report.folded) == len(read_state_dict(files))
+
+
+def test_one_step_matches_the_reference(score, files, weights):
+    model, _ = _model(score, files)
+    ours, ref = _both(model, weights, score)
+    torch.testing.assert_close(ours, ref, **TOL)
+
+
+def test_parity_catches_a_mis_mapped_key(score, files, weights, monkeypatch):
+    swapped = dict(reference_keys._BLOCK_MODULES, **{"self_attn.q": "attn1.to_k", "self_attn.k": "attn1.to_q"})
+    monkeypatch.setattr(reference_keys, "_BLOCK_MODULES", swapped)
+    model, report = _model(score, files)
+    assert report.complete  # the names still fit: only the numbers can tell
+    ours, ref = _both(model, weights, score)
+    assert not torch.allclose(ours, ref, **TOL)
+
+
+@pytest.mark.parametrize("drop", ["offset", "score"])
+def test_parity_catches_an_unfolded_score_term(score, files, weights, drop):
+    if drop == "score":  # the score channels dropped instead of folded: the bias keeps no constant term
+        model, _ = _model(torch.zeros_like(score), files)
+    else:  # folded into the bias only: what a per-channel-constant assumption would give
+        model, _ = _model(score, files)
+        model.side_branch.set_hint_offset(None)
+    ours, ref = _both(model, weights, score)
+    assert not torch.allclose(ours, ref, **TOL)
+
+
+def test_strict_by_default_and_lists_the_keys(score, files, weights):
+    dit, vace, lora = weights
+    extra = {**vace, "control_adapter.conv.weight": torch.zeros(3)}
+    partial = {k: v for k, v in vace.items() if not k.startswith("vace_blocks.1.ffn")}
+    model = MirageTransformer.from_backbone(load_backbone("tiny").transformer, injection_layers=LAYERS)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for source, needle in ((extra, "unmapped control_adapter.conv.weight"),
+                           (partial, "missing  side_branch.hint_blocks.1.ffn.net.0.proj.weight"),
+                           ([vace, lora], "needs score_latent")):
+        with pytest.raises(ValueError, match="nothing was loaded") as error:
+            load_reference_checkpoint(model, source, score_latent=None if isinstance(source, list) else score)
+        assert needle in str(error.value)
+    assert lora_adapters(model) == [] and model.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_non_strict_warns_with_the_keys(score, weights, caplog):
+    many = {**weights[1], **{f"extra.{i}.weight": torch.zeros(1) for i in range(30)}}
+    model = MirageTransformer.from_backbone(load_backbone("tiny").transformer, injection_layers=LAYERS)
+    with caplog.at_level(logging.WARNING, logger="mirage.models.reference"):
+        report = load_reference_checkpoint(model, many, score_latent=score, strict=False)
+    assert not report.complete and len(report.unmapped_source) == 30
+    text = caplog.records[-1].getMessage()
+    assert caplog.records[-1].levelno == logging.WARNING and "INCOMPLETELY" in text
+    assert "unmapped source 30" in text and "... and 20 more" in text  # counts, and long lists cut at 10
+    torch.testing.assert_close(model.side_branch.hint_blocks[1].attn1.to_q.weight,
+                               weights[1]["vace_blocks.1.self_attn.q.weight"], atol=0, rtol=0)
+
+
+class _Custom:  # an object a weights-only unpickler must refuse
+    pass
+
+
+def test_pickles_are_read_safely(tmp_path):
+    torch.save({"x": _Custom()}, str(tmp_path / "code.pt"))
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_state_dict(tmp_path / "code.pt")
+    torch.save([torch.zeros(1)], str(tmp_path / "list.pt"))
+    with pytest.raises(ValueError, match="not a state dict"):
+        read_state_dict(tmp_path / "list.pt")
+    (tmp_path / "w.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="neither"):
+        read_state_dict(tmp_path / "w.npz")
+    with pytest.raises(ValueError, match="twice"):
+        read_state_dict([{"a": torch.zeros(1)}, {"a": torch.ones(1)}])
+
+
+def test_folded_branch_saves_and_reloads_its_offset(score, files, tmp_path):
+    from mirage.models import load_adapters, save_adapters
+
+    model, _ = _model(score, files)
+    save_adapters(model, tmp_path / "a")
+    assert (tmp_path / "a" / "side_branch" / "hint_offset.safetensors").is_file()
+    base = load_backbone("tiny").transformer
+    assert load_reference_checkpoint(MirageTransformer(base), files[0]).complete  # the DiT file alone: the backbone
+    again = load_adapters(base, tmp_path / "a")
+    torch.testing.assert_close(again.side_branch.hint_offset, model.side_branch.hint_offset, atol=0, rtol=0)
+    x, readout, mask, rays, context = _inputs()
+    t = per_token_timesteps(torch.tensor([0.0, 500.0, 500.0]), GRID)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, context, memory_latents=readout, memory_mask=mask),
+                                   model(x, t, context, memory_latents=readout, memory_mask=mask), atol=0, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ 2-chunk rollout
+def _trajectory(n=17):
+    K = make_intrinsics(60.0, 60.0, 48.0, 32.0)
+    poses = torch.stack([look_at((0.02 * i, 0.0, 0.0), (0.02 * i + 0.3 * np.sin(i / 8), 0.0, 2.0), up=(0, -1, 0))
+                         for i in range(n)])
+    return K, poses
+
+
+def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, seed=0):
+    """The reference's ``MiragePipeline.generate`` over our memory: per chunk read the memory at the target poses,
+    denoise (``reference_chunk``), store the new denoised latents, seed the next chunk with the last one.
+    Returns each chunk's latents. (The reference also writes chunk 0's latent 0, the first frame already in the
+    memory, again; we do not: docs/DESIGN.md.)"""
+    dit, vace, lora = weights
+    merged = merge_lora(dit, lora)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    text = model.backbone.encode_prompt("")
+    first = model.encode_context_frames(first_frame[None])[:, :, None]  # (1, 48, 1, h, w): the VAE's latent 0
+    out = []
+    for start in (0, 2):  # latent frames 0-2, then 2-4 (9 pixel frames each, one latent of context)
+        pose_idx = torch.arange(start, start + FRAMES) * 4
+        readout = memory.read_batch(K.expand(FRAMES, 3, 3), poses[pose_idx], model.image_size, model.latent_size)
+        scene = readout.features.transpose(0, 1).float()
+        noise = torch.randn((1, 48, FRAMES, *model.latent_size), generator=generator)
+        score = reference_score_latent(model.backbone, FRAMES, model.latent_size)
+        latents = reference_chunk(merged, vace, noise, first, scene, score, text, make_scheduler(5.0), steps,
+                                  LAYERS, heads=2)
+        out.append(latents)
+        frames = model.decode_latents(latents)[0].transpose(0, 1)
+        new = pose_idx[1:]
+        rgb = frames[(new - start * 4)]
+        depth = model.depth_provider(rgb, intrinsics=K.expand(len(new), 3, 3), cam_to_world=poses[new],
+                                     grid_size=model.latent_size, memory=memory)
+        memory.observe_batch(rgb, depth, K.expand(len(new), 3, 3), poses[new], ~(depth > 0),
+                             latents=latents[0, :, 1:].transpose(0, 1))
+        first = latents[:, :, -1:]
+    return out
+
+
+def test_two_chunk_rollout_matches_the_reference(files, weights):
+    model = MirageWorldModel.from_pretrained("tiny", injection_layers=LAYERS, chunk_seed="denoised",
+                                             align_depth=False, reference_checkpoint_path=[str(f) for f in files])
+    assert model.transformer.reference_report.complete
+    K, poses = _trajectory()
+    g = torch.Generator().manual_seed(1)
+    first_frame = torch.rand(3, *model.image_size, generator=g)
+    depth = 1.5 + torch.rand(*model.image_size, generator=g)
+    memory = model.new_memory(voxel_size=None)  # the reference appends every point: no voxel dedup
+    model.observe(memory, first_frame, depth, K, poses[0])
+    ours = []
+    model.rollout(memory.copy(), K, poses, first_frame=first_frame, num_inference_steps=3,
+                  step_callback=lambda chunk, i, latents: ours.append(latents.clone()) if i == 2 else None)
+    ref = _reference_rollout(model, weights, memory.copy(), K, poses, first_frame, steps=3)
+    assert len(ours) == len(ref) == 2
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, **TOL)
+    assert not torch.allclose(ref[0][:, :, 1:], ref[1][:, :, 1:])  # the chunks differ: the test sees both
