@@ -269,3 +269,9 @@ def test_two_chunk_rollout_matches_the_reference(files, weights):
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, **TOL)
     assert not torch.allclose(ref[0][:, :, 1:], ref[1][:, :, 1:])  # the chunks differ: the test sees both
+    # it can fail: seeded from re-encoded frames (our default) instead, the second chunk is 5.7 off (measured)
+    model.config.chunk_seed = "reencoded"
+    reencoded = []
+    model.rollout(memory.copy(), K, poses, first_frame=first_frame, num_inference_steps=3,
+                  step_callback=lambda chunk, i, latents: reencoded.append(latents.clone()) if i == 2 else None)
+    assert not torch.allclose(reencoded[1], ref[1], **TOL)
