@@ -47,7 +47,7 @@ import torch
 import torch._dynamo
 
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.media import psnr_uint8
 from mirage.models.acceleration import accelerate_transformer
 from mirage.ops.zbuffer import rasterize as torch_rasterize

@@ -9,7 +9,7 @@ import torch
 
 from mirage.autoencoders import PatchifyAutoencoder
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.pipeline import MirageWorldModel, WorldModelConfig
 from mirage.pipeline.loading import build_transformer
 

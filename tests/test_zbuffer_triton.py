@@ -15,14 +15,11 @@ import pytest
 import torch
 
 from mirage.camera import intrinsics_from_fov, look_at
+from mirage.ops.zbuffer import rasterize as torch_rasterize
 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install triton): the fused readout "
                                               "kernel and its exactness test need it")
 
-try:  # the torch reference: mirage.ops.zbuffer once that move is merged, mirage.zbuffer before
-    from mirage.ops.zbuffer import rasterize as torch_rasterize
-except ImportError:
-    from mirage.zbuffer import rasterize as torch_rasterize
 
 
 def _import_kernel():

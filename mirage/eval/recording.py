@@ -12,7 +12,7 @@ A *recording* is a :class:`~mirage.data.clip.Clip` of every frame of a drive in 
    stride ``s`` (and to ``max_frames``);
 4. **imagine**: every method of :mod:`mirage.eval.methods` (default ``latent`` and ``none``) rolls out along those
    poses with the recorded intrinsics; the depth of generated frames is the model's own provider (default: the
-   memory's depth, :class:`~mirage.depth.ReadoutDepth`), never the later recording;
+   memory's depth, :class:`~mirage.perception.depth.ReadoutDepth`), never the later recording;
 5. **compare** each imagined frame ``t >= 1`` with the frame recorded at that pose: PSNR and SSIM over the whole
    frame, and split by the **observed / imagined mask**: ``memory.visibility`` of the latent memory built in step 2
    at the target camera (latent cells, each covering its block of pixels): ``covered`` pixels show something the

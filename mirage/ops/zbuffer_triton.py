@@ -1,6 +1,6 @@
 """Fused z-buffer readout in Triton: project, z-buffer and resolve all T views of a chunk in one kernel launch.
 
-The fast twin of the torch reference ``mirage.zbuffer.rasterize`` (same signature, same tensor contract, the same
+The fast twin of the torch reference ``mirage.ops.zbuffer.rasterize`` (same signature, same tensor contract, the same
 bits): each candidate (point, view) gets the key ``float32_bits(depth) << 32 | point_index`` and every cell keeps
 its smallest key, the nearest point and among equal depths the lowest index. The torch reference resolves all
 keys with one ``scatter_reduce(amin)``, which is atomic-contention bound on a GPU (1M points into the 3,520 cells
@@ -31,7 +31,7 @@ try:
     import triton.language as tl
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mirage.ops.zbuffer_triton needs triton (pip install triton); the torch reference is "
-                      "mirage.zbuffer.rasterize") from exc
+                      "mirage.ops.zbuffer.rasterize") from exc
 
 from mirage.camera import invert_pose
 
@@ -151,7 +151,7 @@ def rasterize(
 
     points: (N, 3) float32; K: (T, 3, 3) at (height, width); cam_to_world: (T, 4, 4), all on one device (CUDA,
     or CPU under the interpreter). Returns winner (T, height, width) int64 point index (-1 where empty) and
-    depth (T, height, width) float32 (0 where empty), equal to ``mirage.zbuffer.rasterize``.
+    depth (T, height, width) float32 (0 where empty), equal to ``mirage.ops.zbuffer.rasterize``.
     near must be >= 0. block_size (power of two, 16..16384; lowered for grids over 2^(32 - log2 block) cells)
     and num_warps tune the kernel; they never change the result.
     """
@@ -179,7 +179,7 @@ def rasterize(
                          f"{cam_to_world.device}")
     if device.type == "cpu" and not interpreted():
         raise ValueError("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before importing "
-                         "mirage.ops.zbuffer_triton (or use mirage.zbuffer.rasterize)")
+                         "mirage.ops.zbuffer_triton (or use mirage.ops.zbuffer.rasterize)")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device}")
 
