@@ -55,7 +55,8 @@ def random_reference_weights(dim, ffn_dim, num_layers, text_dim, vace_layers, lo
            "time_embedding.2.weight": rnd(dim, dim, scale=0.2), "time_embedding.2.bias": rnd(dim),
            "time_projection.1.weight": rnd(6 * dim, dim, scale=0.1), "time_projection.1.bias": rnd(6 * dim, scale=0.1),
            "head.head.weight": rnd(in_dim * math.prod(patch), dim, scale=0.2),
-           "head.head.bias": rnd(in_dim * math.prod(patch)), "head.modulation": rnd(1, 2, dim, scale=1 / math.sqrt(dim))}
+           "head.head.bias": rnd(in_dim * math.prod(patch)),
+           "head.modulation": rnd(1, 2, dim, scale=1 / math.sqrt(dim))}
     for i in range(num_layers):
         block(f"blocks.{i}.", dit)
     vace = {"vace_patch_embedding.weight": rnd(dim, 2 * in_dim, *patch, scale=0.1),
