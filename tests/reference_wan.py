@@ -7,8 +7,7 @@ Written here from reading microsoft/LatentSpatialMemory (not copied): ``src/mira
 ``src/mirage/inference/mirage_pipeline.py`` (``generate_single_iteration``: the first latent clamped with
 timestep 0; ``build_vace_context_96``: readout + the VAE latent of an all-ones video; LoRA merged with alpha 1).
 Everything works on state dicts in the reference's own names, so the weights a test draws here are saved exactly
-in the reference layout. Only what the parity tests use is written: no reference frames, no preceding frames
-appended after the target, no CFG.
+in the reference layout. Only what the parity tests use is written: no reference frames, no CFG.
 """
 
 from __future__ import annotations
@@ -178,17 +177,24 @@ def reference_forward(dit, vace, latents, frame_timesteps, context, vace_context
     return x.reshape(1, x.shape[1], f * pt, h * ph, w * pw)
 
 
-def reference_chunk(dit, vace, noise, first_latent, scene, score, context, scheduler, steps, vace_layers, heads):
-    """``generate_single_iteration`` without reference or preceding frames: denoise (1, 48, F, h, w) ``noise`` with
-    latent 0 clamped to ``first_latent`` (1, 48, 1, h, w) at timestep 0, hint ``cat(scene, score)``."""
+def reference_chunk(dit, vace, noise, first_latent, scene, score, context, scheduler, steps, vace_layers, heads,
+                    preceding=None, preceding_scene=None):
+    """``generate_single_iteration`` without reference frames: denoise (1, 48, F, h, w) ``noise`` with latent 0
+    clamped to ``first_latent`` (1, 48, 1, h, w) at timestep 0; ``preceding`` (1, 48, p, h, w) clean latents
+    appended after the window at timestep 0, their readouts ``preceding_scene`` (48, p, h, w) appended to the hint's
+    ``scene`` (48, F, h, w); ``score`` (48, F + p, h, w)."""
+    if preceding_scene is not None:
+        scene = torch.cat([scene, preceding_scene], dim=1)
     vace_context = torch.cat([scene, score], dim=0)
+    num_t, num_p = noise.shape[2], 0 if preceding is None else preceding.shape[2]
     latents = noise.clone()
     latents[:, :, :1] = first_latent
     scheduler.set_timesteps(steps)
     for t in scheduler.timesteps:
-        timestep = t.float().repeat(latents.shape[2])
+        timestep = torch.cat([t.float().repeat(num_t), torch.zeros(num_p)])
         timestep[0] = 0
-        flow = reference_forward(dit, vace, latents, timestep, context, vace_context, vace_layers, heads)
-        latents = scheduler.step(flow, t, latents, return_dict=False)[0]
+        combined = latents if preceding is None else torch.cat([latents, preceding], dim=2)
+        flow = reference_forward(dit, vace, combined, timestep, context, vace_context, vace_layers, heads)
+        latents = scheduler.step(flow[:, :, :num_t], t, latents, return_dict=False)[0]
         latents[:, :, :1] = first_latent
     return latents

@@ -220,26 +220,36 @@ def _trajectory(n=17):
     return K, poses
 
 
-def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, seed=0):
+def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, preceding=0, seed=0):
     """The reference's ``MiragePipeline.generate`` over our memory: per chunk read the memory at the target poses,
-    denoise (``reference_chunk``), store the new denoised latents, seed the next chunk with the last one.
-    Returns each chunk's latents. (The reference also writes chunk 0's latent 0, the first frame already in the
-    memory, again; we do not: docs/DESIGN.md.)"""
+    denoise (``reference_chunk``) with up to ``preceding`` earlier latents (and the readouts they were generated
+    with) appended, store the new denoised latents, seed the next chunk with the last one. Returns each chunk's
+    latents. (The reference also writes chunk 0's latent 0, the first frame already in the memory, again; we do
+    not: docs/DESIGN.md.)"""
     dit, vace, lora = weights
     merged = merge_lora(dit, lora)
     generator = torch.Generator("cpu").manual_seed(seed)
     text = model.backbone.encode_prompt("")
     first = model.encode_context_frames(first_frame[None])[:, :, None]  # (1, 48, 1, h, w): the VAE's latent 0
-    out = []
+    generated, scenes, out = [], [], []
     for start in (0, 2):  # latent frames 0-2, then 2-4 (9 pixel frames each, one latent of context)
         pose_idx = torch.arange(start, start + FRAMES) * 4
         readout = memory.read_batch(K.expand(FRAMES, 3, 3), poses[pose_idx], model.image_size, model.latent_size)
         scene = readout.features.transpose(0, 1).float()
+        stop = len(generated) - 1  # select_preceding_context: the latents before the seed
+        lo = max(0, stop - preceding)
+        pre = pre_scene = None
+        if preceding and stop > lo:
+            pre, pre_scene = torch.stack(generated[lo:stop], 1)[None], torch.stack(scenes[lo:stop], 1)
         noise = torch.randn((1, 48, FRAMES, *model.latent_size), generator=generator)
-        score = reference_score_latent(model.backbone, FRAMES, model.latent_size)
+        score = reference_score_latent(model.backbone, FRAMES + (0 if pre is None else pre.shape[2]),
+                                       model.latent_size)
         latents = reference_chunk(merged, vace, noise, first, scene, score, text, make_scheduler(5.0), steps,
-                                  LAYERS, heads=2)
+                                  LAYERS, heads=2, preceding=pre, preceding_scene=pre_scene)
         out.append(latents)
+        keep = slice(0, None) if start == 0 else slice(1, None)
+        generated += list(latents[0, :, keep].unbind(1))
+        scenes += list(scene[:, keep].unbind(1))
         frames = model.decode_latents(latents)[0].transpose(0, 1)
         new = pose_idx[1:]
         rgb = frames[(new - start * 4)]
@@ -251,9 +261,11 @@ def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, see
     return out
 
 
-def test_two_chunk_rollout_matches_the_reference(files, weights):
+@pytest.mark.parametrize("preceding", [0, 2])
+def test_two_chunk_rollout_matches_the_reference(files, weights, preceding):
     model = MirageWorldModel.from_pretrained("tiny", injection_layers=LAYERS, chunk_seed="denoised",
-                                             align_depth=False, reference_checkpoint_path=[str(f) for f in files])
+                                             align_depth=False, preceding_latent_frames=preceding,
+                                             reference_checkpoint_path=[str(f) for f in files])
     assert model.transformer.reference_report.complete
     K, poses = _trajectory()
     g = torch.Generator().manual_seed(1)
@@ -264,7 +276,7 @@ def test_two_chunk_rollout_matches_the_reference(files, weights):
     ours = []
     model.rollout(memory.copy(), K, poses, first_frame=first_frame, num_inference_steps=3,
                   step_callback=lambda chunk, i, latents: ours.append(latents.clone()) if i == 2 else None)
-    ref = _reference_rollout(model, weights, memory.copy(), K, poses, first_frame, steps=3)
+    ref = _reference_rollout(model, weights, memory.copy(), K, poses, first_frame, steps=3, preceding=preceding)
     assert len(ours) == len(ref) == 2
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, **TOL)

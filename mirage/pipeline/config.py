@@ -6,7 +6,8 @@ from dataclasses import dataclass, fields
 
 from mirage.pipeline.prediction import PREDICTION_TYPES
 
-__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES", "CHUNK_SEEDS"]
+__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES", "CHUNK_SEEDS",
+           "MEMORY_UPDATES"]
 
 CONFIG_NAME = "mirage_world_model.json"
 
@@ -20,6 +21,9 @@ MEMORY_LATENT_TYPES = ("target", "single_frame")
 # decoded frames encoded as the start of a window: latent-0-type codes, as a window starts in training) or
 # "denoised" (the previous chunk's last denoised latents as they are: the reference code's choice).
 CHUNK_SEEDS = ("reencoded", "denoised")
+# How a new latent memory grows (:meth:`MirageWorldModel.new_memory`): "dedup" (one point per voxel of
+# ``voxel_size``) or "append" (every point kept forever: the reference code's memory).
+MEMORY_UPDATES = ("dedup", "append")
 
 
 @dataclass
@@ -44,6 +48,12 @@ class WorldModelConfig:
     chunk_seed: a later chunk's clean context: "reencoded" (default; the decoded last frames encoded as a window
         start) or "denoised" (the previous chunk's last denoised latents, no encode: the reference code's choice,
         :data:`CHUNK_SEEDS`).
+    memory_update: "dedup" (default; voxel dedup at ``voxel_size``) or "append" (no dedup, the reference code's
+        memory): how the memories :meth:`MirageWorldModel.new_memory` makes grow (:data:`MEMORY_UPDATES`).
+    guidance_scale: classifier-free guidance, ``uncond + s (cond - uncond)`` with the rollout's negative prompt
+        (empty by default, as the reference's); 1.0 (default, the reference's ``no_cfg``) runs one pass a step.
+    preceding_latent_frames: clean latents generated before a chunk's first, appended after its window (the
+        reference's layout, 2 there; :mod:`mirage.pipeline.preceding`); 0 (default): none.
     """
 
     backbone: str = "tiny"
@@ -68,6 +78,9 @@ class WorldModelConfig:
     memory_latent_type: str = "target"
     prediction_type: str = "flow"
     chunk_seed: str = "reencoded"
+    memory_update: str = "dedup"
+    guidance_scale: float = 1.0
+    preceding_latent_frames: int = 0
 
     def __post_init__(self):
         if self.height <= 0 or self.width <= 0:
@@ -88,6 +101,12 @@ class WorldModelConfig:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.chunk_seed not in CHUNK_SEEDS:
             raise ValueError(f"chunk_seed must be one of {CHUNK_SEEDS}, got {self.chunk_seed!r}")
+        if self.memory_update not in MEMORY_UPDATES:
+            raise ValueError(f"memory_update must be one of {MEMORY_UPDATES}, got {self.memory_update!r}")
+        if self.preceding_latent_frames < 0:
+            raise ValueError(f"preceding_latent_frames must be >= 0, got {self.preceding_latent_frames}")
+        if not self.guidance_scale > 0:
+            raise ValueError(f"guidance_scale must be positive (1.0: no guidance), got {self.guidance_scale}")
         if self.memory_latent_type == "single_frame" and self.memory_latents == "denoised":
             raise ValueError("memory_latent_type='single_frame' needs memory_latents='reencoded' (a chunk's "
                              "denoised latents are target-type group latents)")

@@ -224,8 +224,8 @@ def load_parts(transformer, paths: dict, backbone=None, config: WorldModelConfig
         if backbone is None or config is None:
             raise ValueError("reference weights need the backbone and the config (the score latent)")
         stride = backbone.spatial_stride
-        score = reference_score_latent(backbone, config.chunk_latent_frames(backbone.temporal_stride),
-                                       (config.height // stride, config.width // stride))
+        frames = config.chunk_latent_frames(backbone.temporal_stride) + config.preceding_latent_frames
+        score = reference_score_latent(backbone, frames, (config.height // stride, config.width // stride))
         report = load_reference_checkpoint(transformer, paths["reference_checkpoint_path"], score_latent=score,
                                            strict=reference_strict)
         logger.info("reference checkpoint %s: %s", paths["reference_checkpoint_path"], report.summary())

@@ -199,11 +199,12 @@ class MirageWorldModel:
 
     # ------------------------------------------------------------------ memory
     def new_memory(self, **kw):
-        """An empty :class:`~mirage.memory.LatentSpatialMemory` with this model's channels and voxel size."""
+        """An empty :class:`~mirage.memory.LatentSpatialMemory` with this model's channels and voxel size (none when
+        ``config.memory_update`` is "append": every point kept, as the reference code does)."""
         from mirage.memory import LatentSpatialMemory
 
         kw.setdefault("channels", self.latent_channels)
-        kw.setdefault("voxel_size", self.config.voxel_size)
+        kw.setdefault("voxel_size", None if self.config.memory_update == "append" else self.config.voxel_size)
         kw.setdefault("device", self.device)
         return LatentSpatialMemory(**kw)
 
