@@ -128,6 +128,29 @@ def test_one_step_matches_the_reference(score, files, weights):
     torch.testing.assert_close(ours, ref, **TOL)
 
 
+def test_one_step_with_reference_frames_matches_the_reference(score, files, weights, monkeypatch):
+    # two retrieved frames prepended: their own RoPE positions, no hint; the memory covers the window's 3 frames
+    model, _ = _model(score, files)
+    dit, vace, lora = weights
+    x, readout, mask, rays, context = _inputs()
+    refs = torch.randn(1, 48, 2, *GRID, generator=torch.Generator().manual_seed(9))
+    ts = torch.tensor([0.0, 0.0, 0.0, 700.0, 700.0])
+
+    def ours():
+        with torch.no_grad():
+            return model(torch.cat([refs, x], 2), per_token_timesteps(ts, GRID), context, memory_latents=readout,
+                         memory_mask=mask, reference_frames=2)
+
+    ref = reference_forward(merge_lora(dit, lora), vace, torch.cat([refs, x], 2), ts, context,
+                            torch.cat([readout[0], score]), LAYERS, 2, num_ref=2)
+    torch.testing.assert_close(ours(), ref, **TOL)
+    # it can fail: at ordinary RoPE positions (frames 0 .. 4) the same weights give another output
+    import mirage.models.transformer as transformer_module
+
+    monkeypatch.setattr(transformer_module, "rope_with_reference_frames", lambda rope, states, frames: rope(states))
+    assert not torch.allclose(ours(), ref, **TOL)
+
+
 def test_parity_catches_a_mis_mapped_key(score, files, weights, monkeypatch):
     swapped = dict(reference_keys._BLOCK_MODULES, **{"self_attn.q": "attn1.to_k", "self_attn.k": "attn1.to_q"})
     monkeypatch.setattr(reference_keys, "_BLOCK_MODULES", swapped)
