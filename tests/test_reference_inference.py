@@ -1,7 +1,8 @@
 """The reference code's inference choices as options of the pipeline (tiny random model, CPU, 2 steps).
 
-chunk_seed, preceding_latent_frames: their parity with the reference is ``tests/test_reference_parity.py``; here
-what each option does to our own rollout, and that the defaults are unchanged.
+chunk_seed, preceding_latent_frames, reference_frames: their parity with the reference is
+``tests/test_reference_parity.py``; here what each option does to our own rollout, and that the defaults are
+unchanged.
 """
 
 import pytest
@@ -98,8 +99,30 @@ def test_preceding_context_changes_only_later_chunks(model):
     assert not torch.allclose(pre[2], base[2])
 
 
+def test_reference_frames_are_retrieved_for_later_chunks(model, monkeypatch):
+    import importlib
+
+    rollout_module = importlib.import_module("mirage.pipeline.rollout")  # the package exports a function "rollout"
+    picked = []
+    select = rollout_module.select_reference_frames
+    monkeypatch.setattr(rollout_module, "select_reference_frames",
+                        lambda *a: picked.append(select(*a)) or picked[-1])
+    base, _ = _rollout(model, T=25)
+    old = _with(model, reference_frames=2)
+    try:
+        refs, _ = _rollout(model, T=25)
+    finally:
+        model.config = old
+    assert picked[0] == [] and all(1 <= len(p) <= 2 for p in picked[1:])  # nothing before chunk 0; at most 2
+    assert all(i < 2 * (k + 1) + 1 for k, p in enumerate(picked[1:]) for i in p)  # only frames generated before
+    assert [x.shape for x in refs] == [x.shape for x in base]
+    torch.testing.assert_close(refs[0], base[0], atol=0, rtol=0)
+    assert not torch.allclose(refs[1], base[1])
+
+
 @pytest.mark.parametrize("field, value", [("chunk_seed", "latest"), ("memory_update", "forget"),
-                                          ("guidance_scale", 0.0), ("preceding_latent_frames", -1)])
+                                          ("guidance_scale", 0.0), ("preceding_latent_frames", -1),
+                                          ("reference_frames", -1), ("reference_voxel_size", 0.0)])
 def test_bad_options_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         WorldModelConfig(**{field: value})

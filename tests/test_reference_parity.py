@@ -27,7 +27,14 @@ from mirage.models.reference import load_reference_checkpoint, read_state_dict
 from mirage.models.reference_hint import fold_score_channels, reference_score_latent
 from mirage.pipeline import MirageWorldModel
 from mirage.pipeline.sampling import make_scheduler
-from reference_wan import merge_lora, random_reference_weights, reference_chunk, reference_forward
+from reference_wan import (
+    merge_lora,
+    random_reference_weights,
+    reference_chunk,
+    reference_forward,
+    select_reference,
+    visible_points,
+)
 
 LAYERS = [0, 1]  # hint blocks after both tiny DiT blocks (the reference: every other of 30)
 TOL = dict(atol=1e-4, rtol=1e-4)  # float32 vs the reference's float64 RoPE / merged LoRA (module docstring)
@@ -243,32 +250,40 @@ def _trajectory(n=17):
     return K, poses
 
 
-def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, preceding=0, seed=0):
+def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, preceding=0, references=0, seed=0):
     """The reference's ``MiragePipeline.generate`` over our memory: per chunk read the memory at the target poses,
-    denoise (``reference_chunk``) with up to ``preceding`` earlier latents (and the readouts they were generated
-    with) appended, store the new denoised latents, seed the next chunk with the last one. Returns each chunk's
-    latents. (The reference also writes chunk 0's latent 0, the first frame already in the memory, again; we do
-    not: docs/DESIGN.md.)"""
+    retrieve up to ``references`` earlier latents by voxel IoU (``select_reference``), denoise
+    (``reference_chunk``) with up to ``preceding`` earlier latents (and the readouts they were generated with)
+    appended, store the new denoised latents, record what each new frame sees, seed the next chunk with the last
+    latent. Returns (each chunk's latents, each chunk's retrieved indices). (The reference also writes chunk 0's
+    latent 0, the first frame already in the memory, again; we do not: docs/DESIGN.md.)"""
     dit, vace, lora = weights
     merged = merge_lora(dit, lora)
     generator = torch.Generator("cpu").manual_seed(seed)
     text = model.backbone.encode_prompt("")
     first = model.encode_context_frames(first_frame[None])[:, :, None]  # (1, 48, 1, h, w): the VAE's latent 0
-    generated, scenes, out = [], [], []
+    generated, scenes, seen, out, picked = [], [], {}, [], []
     for start in (0, 2):  # latent frames 0-2, then 2-4 (9 pixel frames each, one latent of context)
         pose_idx = torch.arange(start, start + FRAMES) * 4
         readout = memory.read_batch(K.expand(FRAMES, 3, 3), poses[pose_idx], model.image_size, model.latent_size)
         scene = readout.features.transpose(0, 1).float()
         stop = len(generated) - 1  # select_preceding_context: the latents before the seed
         lo = max(0, stop - preceding)
-        pre = pre_scene = None
+        pre = pre_scene = refs = None
         if preceding and stop > lo:
             pre, pre_scene = torch.stack(generated[lo:stop], 1)[None], torch.stack(scenes[lo:stop], 1)
+        chosen = []
+        if references and seen:
+            targets = [visible_points(memory.points, K, poses[p], model.image_size, model.latent_size)
+                       for p in pose_idx]
+            chosen = select_reference(targets, seen, max_frames=references)
+            refs = torch.stack([generated[i] for i in chosen], 1)[None] if chosen else None
+        picked.append(chosen)
         noise = torch.randn((1, 48, FRAMES, *model.latent_size), generator=generator)
         score = reference_score_latent(model.backbone, FRAMES + (0 if pre is None else pre.shape[2]),
                                        model.latent_size)
         latents = reference_chunk(merged, vace, noise, first, scene, score, text, make_scheduler(5.0), steps,
-                                  LAYERS, heads=2, preceding=pre, preceding_scene=pre_scene)
+                                  LAYERS, heads=2, preceding=pre, preceding_scene=pre_scene, reference=refs)
         out.append(latents)
         keep = slice(0, None) if start == 0 else slice(1, None)
         generated += list(latents[0, :, keep].unbind(1))
@@ -280,14 +295,17 @@ def _reference_rollout(model, weights, memory, K, poses, first_frame, steps, pre
                                      grid_size=model.latent_size, memory=memory)
         memory.observe_batch(rgb, depth, K.expand(len(new), 3, 3), poses[new], ~(depth > 0),
                              latents=latents[0, :, 1:].transpose(0, 1))
+        for i, p in enumerate(pose_idx[keep], start=len(generated) - len(pose_idx[keep])):  # update_frame_visibility
+            seen[i] = visible_points(memory.points, K, poses[p], model.image_size, model.latent_size)
         first = latents[:, :, -1:]
-    return out
+    return out, picked
 
 
-@pytest.mark.parametrize("preceding", [0, 2])
-def test_two_chunk_rollout_matches_the_reference(files, weights, preceding):
+@pytest.mark.parametrize("preceding, references", [(0, 0), (2, 0), (2, 4)])
+def test_two_chunk_rollout_matches_the_reference(files, weights, preceding, references):
     model = MirageWorldModel.from_pretrained("tiny", injection_layers=LAYERS, chunk_seed="denoised",
                                              align_depth=False, preceding_latent_frames=preceding,
+                                             reference_frames=references,
                                              reference_checkpoint_path=[str(f) for f in files])
     assert model.transformer.reference_report.complete
     K, poses = _trajectory()
@@ -299,7 +317,9 @@ def test_two_chunk_rollout_matches_the_reference(files, weights, preceding):
     ours = []
     model.rollout(memory.copy(), K, poses, first_frame=first_frame, num_inference_steps=3,
                   step_callback=lambda chunk, i, latents: ours.append(latents.clone()) if i == 2 else None)
-    ref = _reference_rollout(model, weights, memory.copy(), K, poses, first_frame, steps=3, preceding=preceding)
+    ref, picked = _reference_rollout(model, weights, memory.copy(), K, poses, first_frame, steps=3,
+                                     preceding=preceding, references=references)
+    assert bool(picked[1]) == bool(references)  # the second chunk retrieves frames when asked to
     assert len(ours) == len(ref) == 2
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, **TOL)

@@ -54,6 +54,9 @@ class WorldModelConfig:
         (empty by default, as the reference's); 1.0 (default, the reference's ``no_cfg``) runs one pass a step.
     preceding_latent_frames: clean latents generated before a chunk's first, appended after its window (the
         reference's layout, 2 there; :mod:`mirage.pipeline.preceding`); 0 (default): none.
+    reference_frames: at most this many earlier latents retrieved by voxel IoU (>= ``reference_iou_threshold`` with
+        ``reference_voxel_size`` voxels) and prepended to each later chunk's window (the reference: 4, 0.04, 0.1;
+        :mod:`mirage.pipeline.retrieval`); 0 (default): none.
     """
 
     backbone: str = "tiny"
@@ -81,6 +84,9 @@ class WorldModelConfig:
     memory_update: str = "dedup"
     guidance_scale: float = 1.0
     preceding_latent_frames: int = 0
+    reference_frames: int = 0
+    reference_iou_threshold: float = 0.04
+    reference_voxel_size: float = 0.1
 
     def __post_init__(self):
         if self.height <= 0 or self.width <= 0:
@@ -105,6 +111,11 @@ class WorldModelConfig:
             raise ValueError(f"memory_update must be one of {MEMORY_UPDATES}, got {self.memory_update!r}")
         if self.preceding_latent_frames < 0:
             raise ValueError(f"preceding_latent_frames must be >= 0, got {self.preceding_latent_frames}")
+        if self.reference_frames < 0 or not self.reference_voxel_size > 0 or \
+                not 0 <= self.reference_iou_threshold <= 1:
+            raise ValueError(f"reference_frames must be >= 0 ({self.reference_frames}), reference_voxel_size > 0 "
+                             f"({self.reference_voxel_size}), reference_iou_threshold in [0, 1] "
+                             f"({self.reference_iou_threshold})")
         if not self.guidance_scale > 0:
             raise ValueError(f"guidance_scale must be positive (1.0: no guidance), got {self.guidance_scale}")
         if self.memory_latent_type == "single_frame" and self.memory_latents == "denoised":

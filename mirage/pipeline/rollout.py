@@ -39,6 +39,7 @@ from mirage.media import to_uint8
 from mirage.pipeline.chunks import Chunk, plan_chunks
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
 from mirage.pipeline.preceding import record_history, with_preceding
+from mirage.pipeline.retrieval import record_visibility, select_reference_frames, with_reference_frames
 from mirage.pipeline.outputs import CancelToken, PhaseTimer, RolloutCancelled, RolloutProgress, RolloutResult
 from mirage.pipeline.sampling import make_scheduler, sample_chunk
 from mirage.memory.lifting import pool_depth
@@ -89,7 +90,8 @@ class RolloutState:
     result: RolloutResult | None = None
     guidance_scale: float = 1.0
     negative_text: torch.Tensor | None = None
-    history: dict = field(default_factory=dict)  # latent index -> (latent, readout, mask): preceding context
+    history: dict = field(default_factory=dict)  # latent index -> (latent, readout, mask): preceding / references
+    visible: dict = field(default_factory=dict)  # latent index -> voxel keys in its view: reference retrieval
 
     def report(self, chunks_done: int, step: int) -> None:
         if self.hooks.progress is not None:
@@ -171,14 +173,18 @@ def rollout(
             window_cond = cond
             if model.config.preceding_latent_frames:  # the reference's layout: earlier latents after the window
                 cond = with_preceding(model, state, chunk, cond, model.config.preceding_latent_frames)
+            if model.config.reference_frames:  # retrieved earlier latents before it
+                cond = with_reference_frames(model, state, chunk, cond, select_reference_frames(model, state, chunk))
         # 4. Denoise (the window's own frames come back)
         latents = denoise_chunk(model, state, chunk, cond)
-        if model.config.preceding_latent_frames:
+        if model.config.preceding_latent_frames or model.config.reference_frames:
             record_history(state, chunk, window_cond, latents)
         # 5. Decode
         decode_chunk(model, state, chunk, latents)
         # 6. Update memory (and the next chunk's context)
         update_chunk_memory(model, state, chunk, window_cond, latents)
+        if model.config.reference_frames and state.memory is not None:
+            record_visibility(model, state, chunk)
         state.report(chunk.index + 1, state.num_steps)
     result = state.result
     result.frames = to_uint8(state.frames)
@@ -266,20 +272,25 @@ def prepare_first_frame(model, state: RolloutState, first_frame, first_depth) ->
 
 
 def denoise_chunk(model, state: RolloutState, chunk: Chunk, cond: ChunkConditioning) -> torch.Tensor:
-    """Step 4: the window's latents (1, C, F, h, w) float32, context positions clean; positions after F (preceding
-    context, :mod:`mirage.pipeline.preceding`) are conditioning only and not returned."""
-    F = chunk.length
+    """Step 4: the window's latents (1, C, F, h, w) float32, context positions clean; reference frames before the
+    window and preceding context after it (:mod:`mirage.pipeline.retrieval`, :mod:`mirage.pipeline.preceding`) are
+    conditioning only and not returned."""
+    F, R = chunk.length, cond.reference_frames
+    own = slice(R, R + F)  # the window's own frames between reference frames and preceding context
     if state.mode == "memory_only":  # the readout stands in for the prediction
-        keep = cond.is_context.to(cond.window.device).view(1, 1, -1, 1, 1)
-        return torch.where(keep, cond.window, cond.memory_latents.float())[:, :, :F]
+        keep = cond.is_context[R:].to(cond.window.device).view(1, 1, -1, 1, 1)
+        return torch.where(keep, cond.window[:, :, R:], cond.memory_latents.float())[:, :, :F]
     shape = cond.window.shape
-    # noise for the window's own frames (the same draw with or without appended context, as the reference's)
-    noise = torch.randn((*shape[:2], F, *shape[3:]), generator=state.generator, dtype=torch.float32)
-    noise = torch.cat([noise, noise.new_zeros(*shape[:2], shape[2] - F, *shape[3:])], dim=2).to(model.device)
+    # noise for the window's own frames (the same draw with or without added context, as the reference's)
+    noise = cond.window.new_zeros(shape, device="cpu")
+    noise[:, :, own] = torch.randn((*shape[:2], F, *shape[3:]), generator=state.generator, dtype=torch.float32)
+    noise = noise.to(model.device)
     memory_kw = {}
     if model.transformer.side_branch is not None and cond.memory_latents is not None:
         memory_kw = dict(memory_latents=cond.memory_latents, memory_mask=cond.memory_mask,
                          memory_scale=model.config.memory_scale)
+    if R:
+        memory_kw["reference_frames"] = R
 
     def transformer(latents, timestep):
         cond_out = model.transformer(latents, timestep, state.text, rays=cond.rays, **memory_kw)
@@ -291,7 +302,7 @@ def denoise_chunk(model, state: RolloutState, chunk: Chunk, cond: ChunkCondition
 
     def on_step(i, latents):
         if state.hooks.step_callback is not None:
-            state.hooks.step_callback(chunk, i, latents[:, :, :F])
+            state.hooks.step_callback(chunk, i, latents[:, :, own])
         state.report(chunk.index, i + 1)
 
     cancel = state.hooks.cancel
@@ -303,7 +314,7 @@ def denoise_chunk(model, state: RolloutState, chunk: Chunk, cond: ChunkCondition
                                prediction_type=model.config.prediction_type)
     if latents is None:
         raise RolloutCancelled(f"rollout cancelled during chunk {chunk.index}")
-    return latents[:, :, :F]
+    return latents[:, :, own]
 
 
 def decode_chunk(model, state: RolloutState, chunk: Chunk, latents: torch.Tensor) -> None:
