@@ -10,6 +10,9 @@ are chunked):
    then for every chunk:
 3. **condition** the window (:func:`mirage.pipeline.conditioning.chunk_conditioning`, shared with training): the
    memory readout + mask at the camera of every latent frame, Plücker rays, the window with its clean context;
+   optionally the reference code's extra context: earlier latents appended after the window
+   (``preceding_latent_frames``, :mod:`mirage.pipeline.preceding`) and retrieved ones before it
+   (``reference_frames``, :mod:`mirage.pipeline.retrieval`);
 4. **denoise** it with flow matching (UniPC, shift 5; context kept clean, :mod:`mirage.pipeline.sampling`);
 5. **decode** it to pixels and stream the new frames;
 6. **update memory**: depth of each new latent frame's representative pixel frame (the depth provider, aligned to
