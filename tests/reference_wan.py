@@ -157,7 +157,8 @@ def reference_forward(dit, vace, latents, frame_timesteps, context, vace_context
     f, h, w = x.shape[2:]
     x = x.flatten(2).transpose(1, 2)
     timestep = frame_timesteps.float()[:, None].repeat(1, h * w).flatten()  # one per token
-    t = _lin(dit, "time_embedding.2", F.silu(_lin(dit, "time_embedding.0", _sinusoidal(FREQ_DIM, timestep)[None])))
+    sinusoid = _sinusoidal(FREQ_DIM, timestep)[None].to(latents.dtype)  # model_fn_wan_video casts to the latents'
+    t = _lin(dit, "time_embedding.2", F.silu(_lin(dit, "time_embedding.0", sinusoid)))
     t_mod = _lin(dit, "time_projection.1", F.silu(t)).unflatten(2, (6, dim))
     context = _lin(dit, "text_embedding.2", F.gelu(_lin(dit, "text_embedding.0", context), approximate="tanh"))
     freqs = _rope_table(dim // heads, f - num_ref, h, w)
