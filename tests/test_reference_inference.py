@@ -120,6 +120,19 @@ def test_reference_frames_are_retrieved_for_later_chunks(model, monkeypatch):
     assert not torch.allclose(refs[1], base[1])
 
 
+def test_inference_options_swap_the_config_for_a_block(model):
+    from mirage.pipeline.config import REFERENCE_INFERENCE
+
+    before = model.config
+    with model.inference_options(**REFERENCE_INFERENCE) as m:
+        assert m is model and all(getattr(model.config, k) == v for k, v in REFERENCE_INFERENCE.items())
+    assert model.config is before
+    with pytest.raises(ValueError, match="chunk_seed"):
+        with model.inference_options(chunk_seed="latest"):
+            pass
+    assert model.config is before
+
+
 @pytest.mark.parametrize("field, value", [("chunk_seed", "latest"), ("memory_update", "forget"),
                                           ("guidance_scale", 0.0), ("preceding_latent_frames", -1),
                                           ("reference_frames", -1), ("reference_voxel_size", 0.0)])

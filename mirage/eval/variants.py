@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 from mirage.data.clip import Clip
 from mirage.perception.depth import GivenDepth, ReadoutDepth
+from mirage.pipeline.config import REFERENCE_INFERENCE
 
 __all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "REFERENCE_VARIANTS", "DEFAULT_DEPTH_NOISE", "NO_INCONSISTENCY_TEST",
            "DEPTH_MODEL_ENV", "VariantResources", "variant_specs", "load_variant_resources", "noisy_depth",
@@ -118,7 +119,7 @@ _REFERENCE_SWITCHES = {
 _REFERENCE = {
     **{name: dict(inference=switch, description="reference inference: " + ", ".join(f"{k}={v}" for k, v in switch))
        for name, switch in _REFERENCE_SWITCHES.items()},
-    "reference_inference": dict(inference=sum((v for k, v in _REFERENCE_SWITCHES.items() if k != "ref_guidance"), ()),
+    "reference_inference": dict(inference=tuple(REFERENCE_INFERENCE.items()),
                                 description="reference inference: all of the above but guidance"),
 }
 REFERENCE_VARIANTS = tuple(_REFERENCE)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from mirage.pipeline.prediction import PREDICTION_TYPES
 
 __all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES", "CHUNK_SEEDS",
-           "MEMORY_UPDATES"]
+           "MEMORY_UPDATES", "REFERENCE_INFERENCE"]
 
 CONFIG_NAME = "mirage_world_model.json"
 
@@ -24,6 +24,11 @@ CHUNK_SEEDS = ("reencoded", "denoised")
 # How a new latent memory grows (:meth:`MirageWorldModel.new_memory`): "dedup" (one point per voxel of
 # ``voxel_size``) or "append" (every point kept forever: the reference code's memory).
 MEMORY_UPDATES = ("dedup", "append")
+# The reference code's inference (``MirageConfig`` of its ``mirage_pipeline.py``: 8 preceding pixel frames, up to 4
+# reference frames, no CFG) as config overrides: ``rollout(..., options=REFERENCE_INFERENCE)``, the action's
+# ``inference: reference``, ``mirage eval --variants reference_inference``.
+REFERENCE_INFERENCE = {"chunk_seed": "denoised", "memory_update": "append", "preceding_latent_frames": 2,
+                       "reference_frames": 4}
 
 
 @dataclass

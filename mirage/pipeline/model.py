@@ -19,6 +19,7 @@ A window's first position is latent-0 type, every target the side branch conditi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import torch
 
@@ -221,6 +222,19 @@ class MirageWorldModel:
             rgb, depth, cam_to_world = rgb[None], depth[None], cam_to_world[None]
             exclude = None if exclude is None else exclude[None]
         return memory.observe_batch(rgb, depth, intrinsics, cam_to_world, exclude, encode=self.encode_images)
+
+    @contextlib.contextmanager
+    def inference_options(self, **overrides):
+        """``with model.inference_options(chunk_seed="denoised"): model.rollout(...)``: the config with these
+        :class:`WorldModelConfig` fields (validated) inside the block, the old one after it, e.g.
+        ``**REFERENCE_INFERENCE`` (the reference code's inference). One model serves one block at a time; a
+        memory made before keeps its own growth rule."""
+        previous = self.config
+        self.config = WorldModelConfig(**{**previous.__dict__, **overrides})
+        try:
+            yield self
+        finally:
+            self.config = previous
 
     # ------------------------------------------------------------------ rollout
     # The chunked rollout with memory read / update (mirage.pipeline.rollout.rollout; the model is its first
