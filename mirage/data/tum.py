@@ -56,7 +56,7 @@ from mirage.camera import intrinsics_from_opencv, intrinsics_to_opencv, scale_in
 from mirage.data.clip import Clip
 
 __all__ = ["TUMCamera", "CAMERAS", "DEPTH_SCALE", "MAX_DIFFERENCE", "read_tum_list", "read_groundtruth",
-           "associate", "interpolate_poses", "camera_for", "TUMSequence"]
+           "associate", "interpolate_poses", "camera_for", "TUMSequence", "tum_memory_tasks"]
 
 DEPTH_SCALE = 5000.0   # depth PNG units per metre
 MAX_DIFFERENCE = 0.02  # seconds: associate.py's default
@@ -382,3 +382,55 @@ class TUMSequence:
         return Clip(rgb=torch.stack(rgbs), intrinsics=K_t.expand(n, 3, 3).clone(),
                     cam_to_world=torch.from_numpy(self.cam_to_world[indices]).float(), depth=torch.stack(depths),
                     name=name or f"{self.name}@{indices[0]}")
+
+
+# ------------------------------------------------------------------------------------------------ memory tasks
+def tum_memory_tasks(sequence: TUMSequence, image_size: Sequence[int], num_tasks: int = 4, num_frames: int = 33,
+                     frame_stride: int = 1, memory_fraction: float = 0.5, memory_frames: int = 16,
+                     candidate_step: int | None = None, **task_kwargs) -> list:
+    """Memory tasks (:class:`~mirage.data.memory_task.MemoryTask`) on a real sequence: the memory comes from the
+    first part, the targets are later windows that look back at places the memory saw.
+
+    * **memory**: ``memory_frames`` frames spread evenly over the first ``memory_fraction`` of the sequence;
+    * **candidate windows**: ``num_frames`` frames (every ``frame_stride``-th) starting after the memory part, one
+      every ``candidate_step`` frames (default a quarter of a window's span);
+    * each candidate is classified by :func:`~mirage.data.memory_task.recorded_memory_task` (which of its pixels
+      frame 0 does not show but the memory frames did); the ``num_tasks`` candidates with the largest
+      needs-memory share that do not overlap are kept, in time order. ``task_kwargs`` (``min_frame_fraction``,
+      ``min_needs_memory``, ``check_stride``) go to ``recorded_memory_task``.
+
+    ValueError when the sequence is too short for a memory part and one window.
+    """
+    from mirage.camera import num_latent_frames
+    from mirage.data.memory_task import recorded_memory_task
+
+    num_latent_frames(num_frames)
+    if num_tasks < 1 or frame_stride < 1 or memory_frames < 1 or not 0.0 < memory_fraction < 1.0:
+        raise ValueError(f"need num_tasks, frame_stride, memory_frames >= 1 and memory_fraction in (0, 1), got "
+                         f"{num_tasks}, {frame_stride}, {memory_frames}, {memory_fraction}")
+    N = len(sequence)
+    n_past = int(round(memory_fraction * N))
+    span = (num_frames - 1) * frame_stride + 1
+    step = candidate_step or max(1, span // 4)
+    starts = list(range(n_past, N - span + 1, step))
+    if n_past < 1 or not starts:
+        raise ValueError(f"{sequence.name}: {N} frames split at {memory_fraction} leave {N - n_past} later frames; a "
+                         f"window of {num_frames} frames with stride {frame_stride} needs {span}")
+    memory_index = sorted({int(round(x)) for x in np.linspace(0, n_past - 1, min(memory_frames, n_past))})
+    size = (int(image_size[0]), int(image_size[1]))
+    earlier = sequence.clip(memory_index, size, name=f"{sequence.name}-memory")
+    later = sequence.clip(range(n_past, N), size, name=f"{sequence.name}-later")
+    scored = []
+    for start in starts:
+        picks = [start - n_past + k * frame_stride for k in range(num_frames)]
+        task = recorded_memory_task(earlier, later.select(picks), name=f"{sequence.name}@{start}", variant="tum",
+                                    room_seed=start, info={"frames": [p + n_past for p in picks],
+                                                           "memory_frames": memory_index}, **task_kwargs)
+        scored.append((task.needs_memory, start, task))
+    chosen = []
+    for _, start, task in sorted(scored, key=lambda x: (-x[0], x[1])):
+        if all(abs(start - other.room_seed) >= span for other in chosen):
+            chosen.append(task)
+        if len(chosen) == num_tasks:
+            break
+    return sorted(chosen, key=lambda t: t.room_seed)
