@@ -45,7 +45,7 @@ leads outside the sequence directory, an image that does not decode, a depth ima
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -423,7 +423,9 @@ def tum_memory_tasks(sequence: TUMSequence, image_size: Sequence[int], num_tasks
     scored = []
     for start in starts:
         picks = [start - n_past + k * frame_stride for k in range(num_frames)]
-        task = recorded_memory_task(earlier, later.select(picks), name=f"{sequence.name}@{start}", variant="tum",
+        name = f"{sequence.name}@{start}"
+        target = replace(later.select(picks), name=name)  # the clip's name keys the evaluation's rows and videos
+        task = recorded_memory_task(earlier, target, name=name, variant="tum",
                                     room_seed=start, info={"frames": [p + n_past for p in picks],
                                                            "memory_frames": memory_index}, **task_kwargs)
         scored.append((task.needs_memory, start, task))
