@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mirage.eval.metrics import LPIPSUnavailable, load_lpips, lpips_status, psnr, ssim
+from mirage.metrics import LPIPSUnavailable, load_lpips, lpips_status, psnr, ssim
 
 
 def _image(seed=0, size=(3, 32, 40)):
