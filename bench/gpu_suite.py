@@ -47,7 +47,7 @@ import torch
 import torch._dynamo
 
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.media import psnr_uint8
 from mirage.models.acceleration import accelerate_transformer
 from mirage.ops.zbuffer import rasterize as torch_rasterize
@@ -305,6 +305,8 @@ def bench_rollouts(args, model, scene_data, kernel, device) -> dict:
         if baseline_frames is not None:
             row["identical_to_baseline"] = bool(np.array_equal(result.frames, baseline_frames))
             row["psnr_vs_baseline_db"] = psnr_uint8(result.frames, baseline_frames)
+            row["max_level_diff_vs_baseline"] = int(np.abs(result.frames.astype(np.int16)
+                                                           - baseline_frames.astype(np.int16)).max())
         rows[name] = row
         print(f"rollout {name}: {row['s_per_frame']:.4f} s/frame, denoise {row['denoise_ms_per_step']:.1f} ms/step, "
               f"warm-up {row['warmup_s']:.1f} s, PSNR vs baseline {row.get('psnr_vs_baseline_db', float('nan')):.1f} "

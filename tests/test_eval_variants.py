@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mirage.camera import make_intrinsics
-from mirage.depth import GivenDepth, ReadoutDepth
+from mirage.perception.depth import GivenDepth, ReadoutDepth
 from mirage.eval.closed_loop import evaluation_clips
 from mirage.eval.variants import (
     ABLATIONS,

@@ -185,7 +185,7 @@ def test_reference_checkpoint_loads_through_from_pretrained(tmp_path):
 def test_depth_anything_directory_as_depth_provider(tmp_path):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
-    from mirage.depth import DepthAnythingProvider
+    from mirage.perception.depth import DepthAnythingProvider
 
     torch.manual_seed(0)
     backbone = Dinov2Config(image_size=28, patch_size=14, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
@@ -242,29 +242,6 @@ def test_configs_saved_before_same_type_latents_keep_their_memory_type(tmp_path)
     assert config.memory_latent_type == "target"
     with pytest.raises(ValueError, match="memory_latent_type"):
         WorldModelConfig(memory_latent_type="group")
-
-
-@pytest.mark.parametrize("old, names", [
-    ("mirage.world_model", ("MirageWorldModel", "WorldModelConfig", "CancelToken", "RolloutCancelled",
-                            "RolloutResult", "window_relative_poses", "CONFIG_NAME")),
-    ("mirage.world_model_io", ("WorldModelConfig", "resolve_pretrained", "build_transformer", "SHIPPED")),
-    ("mirage.rollout", ("Chunk", "plan_chunks", "PhaseTimer", "PHASES", "RolloutProgress")),
-    ("mirage.sampling", ("make_scheduler", "sample_chunk")),
-])
-def test_old_import_paths_still_work_and_warn(old, names, monkeypatch):
-    import importlib
-    import sys
-
-    import mirage.pipeline as pipeline
-
-    monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match="mirage.pipeline"):
-        module = importlib.import_module(old)
-    for name in names:
-        assert hasattr(module, name), name
-    assert module.__dict__.get("MirageWorldModel", pipeline.MirageWorldModel) is pipeline.MirageWorldModel
-    if old == "mirage.rollout":  # the old signature: Wan2.2's stride when none is given
-        assert module.plan_chunks(17, 3) == pipeline.plan_chunks(17, 3, temporal_stride=4)
 
 
 def test_inference_options_reach_the_transformer():

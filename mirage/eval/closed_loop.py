@@ -35,7 +35,7 @@ import torch
 
 from mirage.data.clip import Clip
 from mirage.data.synthetic import EVAL_SEED_OFFSET
-from mirage.eval.metrics import psnr, ssim
+from mirage.metrics import psnr, ssim
 
 __all__ = ["FRAME_PRESETS", "PROTOCOLS", "loop_pairs", "is_out_and_back", "evaluation_clips", "frame_metrics",
            "ClipScores", "memory_evaluation_tasks", "memory_frame_metrics", "masked_psnr"]

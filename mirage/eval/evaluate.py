@@ -14,7 +14,7 @@ from mirage.data.clip import Clip
 from mirage.data.memory_task import MemoryTask
 from mirage.eval.closed_loop import frame_metrics, is_out_and_back, memory_frame_metrics
 from mirage.eval.methods import ALL_METHODS, METHODS, run_method
-from mirage.eval.metrics import lpips_status
+from mirage.metrics import lpips_status
 from mirage.eval.report import side_by_side, still_frames, summarize, write_report
 from mirage.media import write_png, write_video
 

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 
 from mirage.data.clip import Clip
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.eval.controls import SHUFFLE_SEED, shuffled_memory
 from mirage.memory import RGBPointCloudMemory
 

@@ -8,7 +8,7 @@ latent memory (:class:`~mirage.memory.LatentSpatialMemory`) of the evaluated mod
 * **the dynamic-object filter on**: the memory frames are stored without their moving-object pixels (the
   clip's ground-truth masks); every generated frame written to the memory is excluded where the ground truth
   has moving objects at that time (the rollout's ``exclude`` hook: the answer a perfect segmenter gives for the
-  true scene), and the rollout's geometric inconsistency test (:func:`mirage.dynamic.inconsistency_mask`) runs;
+  true scene), and the rollout's geometric inconsistency test (:func:`mirage.perception.exclusion.inconsistency_mask`) runs;
 * **ground-truth depth** for the memory frames and for every generated frame (``GivenDepth``);
 * the **two-stage** model being evaluated.
 
@@ -24,9 +24,9 @@ The ablations (:data:`ABLATIONS`):
   (``--num-dynamic``);
 * ``single_stage``: the full method with another model, trained with side branch and LoRA together from the
   start (``--single-stage-model DIR``; skipped with a message when not given or not found);
-* ``depth_readout``: generated frames take the memory's own depth at their view (:class:`~mirage.depth.ReadoutDepth`,
+* ``depth_readout``: generated frames take the memory's own depth at their view (:class:`~mirage.perception.depth.ReadoutDepth`,
   the default of a model without a depth network);
-* ``depth_mono``: generated frames take a monocular estimator's depth (:class:`~mirage.depth.DepthAnythingProvider`
+* ``depth_mono``: generated frames take a monocular estimator's depth (:class:`~mirage.perception.depth.DepthAnythingProvider`
   from a local directory, ``--depth-model DIR`` or ``$MIRAGE_DEPTH_MODEL``; skipped with a message otherwise),
   scale-aligned to the memory by the rollout when it is relative;
 * ``depth_noise_<sigma>``: every depth map the memory gets (memory frames and generated frames) multiplied by
@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from mirage.data.clip import Clip
-from mirage.depth import GivenDepth, ReadoutDepth
+from mirage.perception.depth import GivenDepth, ReadoutDepth
 
 __all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "DEFAULT_DEPTH_NOISE", "NO_INCONSISTENCY_TEST",
            "DEPTH_MODEL_ENV", "VariantResources", "variant_specs", "load_variant_resources", "noisy_depth",
@@ -160,7 +160,7 @@ def load_variant_resources(specs: Sequence[VariantSpec], world_model, single_sta
         elif not os.path.isdir(path):
             skipped["depth_mono"] = f"monocular depth directory {path} does not exist"
         else:
-            from mirage.depth import DepthAnythingProvider
+            from mirage.perception.depth import DepthAnythingProvider
 
             resources.mono_depth = DepthAnythingProvider.from_pretrained(path, device=world_model.device)
     runnable = [s for s in specs if s.name not in skipped]

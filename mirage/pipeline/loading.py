@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mirage.depth import ReadoutDepth
+from mirage.perception.depth import ReadoutDepth
 from mirage.pipeline.config import CONFIG_NAME, WorldModelConfig
 
 logger = logging.getLogger(__name__)
@@ -222,6 +222,6 @@ def load_parts(transformer, paths: dict) -> None:
 def depth_provider_from_name(name: str, device):
     if name == "readout":
         return ReadoutDepth()
-    from mirage.depth import DepthAnythingProvider
+    from mirage.perception.depth import DepthAnythingProvider
 
     return DepthAnythingProvider.from_pretrained(name, device=device)

@@ -23,7 +23,7 @@ import os
 import torch
 
 from mirage.camera import latent_size
-from mirage.depth import ReadoutDepth
+from mirage.perception.depth import ReadoutDepth
 from mirage.pipeline.config import WorldModelConfig
 from mirage.pipeline.loading import load_world_model, save_world_model
 from mirage.pipeline.rollout import rollout
@@ -36,7 +36,7 @@ class MirageWorldModel:
 
     Attributes: ``config`` (:class:`WorldModelConfig`), ``backbone`` (:class:`mirage.models.Backbone`),
     ``transformer`` (:class:`mirage.models.MirageTransformer`), ``depth_provider`` (default
-    :class:`~mirage.depth.ReadoutDepth`), ``segmenter`` (an :class:`~mirage.dynamic.OpenVocabularySegmenter`
+    :class:`~mirage.perception.depth.ReadoutDepth`), ``segmenter`` (an :class:`~mirage.perception.exclusion.OpenVocabularySegmenter`
     or None). Raises ValueError when the config's image size or chunk length do not fit the backbone's strides.
     """
 

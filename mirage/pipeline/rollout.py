@@ -13,7 +13,7 @@ are chunked):
 4. **denoise** it with flow matching (UniPC, shift 5; context kept clean, :mod:`mirage.pipeline.sampling`);
 5. **decode** it to pixels and stream the new frames;
 6. **update memory**: depth of each new latent frame's representative pixel frame (the depth provider, aligned to
-   the memory's depth), exclusion masks (dynamic / sky / invalid / inconsistent cells, :mod:`mirage.dynamic`),
+   the memory's depth), exclusion masks (dynamic / sky / invalid / inconsistent cells, :mod:`mirage.perception.exclusion`),
    then ``memory.observe_batch`` at those frames' poses with the chunk's denoised latents
    (``config.memory_latents="denoised"``) or the decoded frames re-encoded (``"reencoded"``); an RGB memory stores
    the pixels either way. The last frames, re-encoded as the start of a window, are the next chunk's context.
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from mirage.camera import batch_intrinsics, validate_depth, validate_pose
-from mirage.depth import align_depth_scale
-from mirage.dynamic import exclusion_mask, inconsistency_mask
+from mirage.perception.depth import align_depth_scale
+from mirage.perception.exclusion import exclusion_mask, inconsistency_mask
 from mirage.media import to_uint8
 from mirage.pipeline.chunks import Chunk, plan_chunks
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning

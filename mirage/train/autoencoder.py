@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mirage.camera import look_at
-from mirage.eval.metrics import psnr
+from mirage.metrics import psnr
 from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.scenes import Scene
 

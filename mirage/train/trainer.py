@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from mirage.data.clip import Clip
-from mirage.data.latent_cache import EncodedClip, encode_clip
+from mirage.data.encoded_clips import EncodedClip, encode_clip
 from mirage.models.checkpoints import load_adapters, save_adapters
 from mirage.models.lora import add_lora, lora_adapters
 from mirage.train.conditioning import TrainingBatch, training_batch
@@ -117,7 +117,7 @@ class Trainer:
     """Fine-tunes ``world_model`` (or the model named by ``config.model``) on ``dataset``.
 
     dataset: items are :class:`~mirage.data.Clip` (encoded on the fly) or
-    :class:`~mirage.data.latent_cache.EncodedClip` (from a latent cache). Clips must have the model's image
+    :class:`~mirage.data.encoded_clips.EncodedClip` (from a latent cache). Clips must have the model's image
     size and ``world_model.chunk_frames`` frames or fewer (1 + s k for the model's ``temporal_stride`` s).
     """
 

@@ -139,7 +139,7 @@ class GoalRunner:
 
     Args:
         world_model: ``height``, ``width`` and ``rollout(memory, K (L,3,3), c2w (L,4,4), prompt=, seed=, progress=,
-            cancel=, num_inference_steps=, on_frames=)`` (:class:`mirage.world_model.MirageWorldModel`).
+            cancel=, num_inference_steps=, on_frames=)`` (:class:`mirage.pipeline.MirageWorldModel`).
         holder: the node's memory; a goal holds its writer lock for the whole rollout.
         cameras: where the intrinsics come from (the ingest's :class:`~mirage_ros.core.ingest.CameraTable`).
         lookup: ``lookup(target, source, stamp_ns) -> (4, 4)`` (0 = latest), raising when there is none.

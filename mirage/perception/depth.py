@@ -25,8 +25,8 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from .camera import latent_size, valid_depth_mask
-from .memory.lifting import pool_depth
+from mirage.camera import latent_size, valid_depth_mask
+from mirage.memory.lifting import pool_depth
 
 __all__ = [
     "DepthProvider",
@@ -104,7 +104,7 @@ def align_depth_to_reference(
     """Scale ``pred`` (..., H, W) to ``reference`` (..., h, w), e.g. estimated depth to the memory's readout.
 
     ``reference`` may be at a coarser grid (the latent grid): ``pred`` is then pooled to it with the
-    memory's own cell rule (median of the valid pixels, :func:`mirage.pointcloud.pool_depth`) for the fit. ``mask`` is at the reference's size. Returns ``(scaled pred, scale)``; with too little
+    memory's own cell rule (median of the valid pixels, :func:`mirage.memory.lifting.pool_depth`) for the fit. ``mask`` is at the reference's size. Returns ``(scaled pred, scale)``; with too little
     overlap the depth comes back unchanged and ``scale`` is ``None`` (callers decide whether unscaled depth
     may be used: for a non-metric provider it may not).
     """

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .camera import latent_size, valid_depth_mask
-from .depth import upsample_depth_nearest
-from .memory.lifting import pool_depth
+from mirage.camera import latent_size, valid_depth_mask
+from mirage.perception.depth import upsample_depth_nearest
+from mirage.memory.lifting import pool_depth
 
 __all__ = [
     "invalid_depth_mask",

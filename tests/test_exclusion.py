@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mirage.camera import intrinsics_from_fov
-from mirage.dynamic import (
+from mirage.perception.exclusion import (
     OpenVocabularySegmenter,
     exclusion_mask,
     inconsistency_mask,
