@@ -220,7 +220,8 @@ def recorded_memory_task(earlier: Clip, target: Clip, *, name: str, variant: str
     so there are no "returning" frames): a frame is scored when at least ``min_frame_fraction`` of its valid pixels
     are not seen by frame 0 but by an earlier frame (:func:`mirage.data.visibility.memory_need` on the recorded
     depth at ``1 / check_stride`` of the size; frame 0's depth holes count as seeing what lies behind them, so only
-    what is outside its view or hidden in it needs memory). ``room_seed`` holds e.g. the target's first frame in its sequence.
+    what is outside its view or hidden in it needs memory). ``room_seed`` holds e.g. the target's first frame in
+    its sequence.
     """
     if earlier.depth is None or target.depth is None:
         raise ValueError("a memory task needs depth on the earlier and the target frames")

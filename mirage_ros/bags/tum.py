@@ -78,7 +78,8 @@ def write_tum_bag(path: str | Path, sequence, *, image_size: Sequence[int] | Non
 
 # ------------------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tum", required=True, help="TUM RGB-D sequence directory (rgb.txt, depth.txt, groundtruth.txt)")
+    parser.add_argument("--tum", required=True,
+                        help="TUM RGB-D sequence directory (rgb.txt, depth.txt, groundtruth.txt, rgb/, depth/)")
     parser.add_argument("--out", required=True, help="bag directory to create")
     parser.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     parser.add_argument("--camera", default=None,
