@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from mirage.camera import latent_frame_indices, valid_depth_mask
 from mirage.data.clip import Clip
+from mirage.durable import durable_replace
 
 __all__ = ["EncodedClip", "encode_clip", "LatentCache", "CachedLatentDataset", "cache_key"]
 
@@ -137,7 +138,7 @@ class LatentCache:
         meta = {"name": encoded.name, "image_size": json.dumps(list(encoded.image_size))}
         tmp = self.directory / f".{key}.{os.getpid()}.tmp"
         save_file(encoded.to_tensors(), str(tmp), metadata=meta)
-        os.replace(tmp, self.path(key))
+        durable_replace(tmp, self.path(key))
 
     def load(self, key: str) -> EncodedClip:
         path = self.path(key)

@@ -29,6 +29,7 @@ from mirage.models.modulation import MODULATION_MODES, check_diffusers_compat, f
 from mirage.models.placement import execution_device
 from mirage.models.reference_frames import rope_with_reference_frames
 from mirage.models.side_branch import MemorySideBranch
+from mirage.models.summary import count_parameters
 
 __all__ = ["MirageTransformer", "per_token_timesteps", "target_tokens"]
 
@@ -154,6 +155,17 @@ class MirageTransformer(nn.Module):
                 if "lora_" in n:
                     p.requires_grad_(True)
         return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_summary(self) -> tuple[dict, object]:
+        """Parameter counts (backbone without LoRA, LoRA, each adapter, trainable) and the backbone's config
+        (:func:`mirage.models.summarize`)."""
+        lora = sum(p.numel() for n, p in self.backbone.named_parameters() if "lora_" in n)
+        counts = {"transformer": count_parameters(self.backbone) - lora, "lora": lora}
+        counts.update({name: count_parameters(module) for name, module in self.adapter_modules().items()})
+        if self.side_branch is not None:
+            counts["injection_layers"] = self.side_branch.injection_layers
+        counts["trainable"] = count_parameters(self, trainable_only=True)
+        return counts, self.backbone.config
 
     def adapter_modules(self) -> dict[str, nn.Module]:
         """The modules mirage trains besides LoRA: {"side_branch": ..., "camera_embedding": ...} (present ones)."""

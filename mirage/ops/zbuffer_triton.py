@@ -6,9 +6,10 @@ its smallest key, the nearest point and among equal depths the lowest index. The
 keys with one ``scatter_reduce(amin)``, which is atomic-contention bound on a GPU (1M points into the 3,520 cells
 of a 44x80 latent grid: ~280 atomics per cell). Here each program takes a block of points in one view and
 
-1. projects them exactly as ``mirage.camera.project`` does (the camera transform as the FMA chain BLAS computes
-   for ``points @ R^T``, then IEEE multiply, divide and add, no contraction), so cells and depths are the
-   reference's to the bit;
+1. projects them exactly as ``mirage.camera.project`` does (its camera transform is a fixed chain of separate
+   IEEE multiplies and adds, :func:`mirage.camera.rigid_transform_points`, then IEEE multiply, divide and add;
+   the kernel is compiled without contraction), so cells and depths are the reference's to the bit on any
+   machine: IEEE-754 rounds each of these operations one way only;
 2. z-buffers the block on chip: one sort of ``cell | depth bits | lane`` packed into 63 bits puts each cell's
    candidates together, nearest first and, among equal depths, lowest index first (the key order);
 3. merges once per touched cell: the first candidate of each run goes to the cell with one global 64-bit
@@ -96,9 +97,10 @@ def _zbuffer_kernel(points_ptr, cameras_ptr, best_ptr, num_points, num_views, he
     z = tl.load(points_ptr + index * 3 + 2, mask=valid, other=0.0)
     camera = cameras_ptr + view * 16
     r = camera  # R row-major at 0..8, t at 9..11
-    cam_x = tl.fma(z, tl.load(r + 2), tl.fma(y, tl.load(r + 1), x * tl.load(r + 0))) + tl.load(camera + 9)
-    cam_y = tl.fma(z, tl.load(r + 5), tl.fma(y, tl.load(r + 4), x * tl.load(r + 3))) + tl.load(camera + 10)
-    cam_z = tl.fma(z, tl.load(r + 8), tl.fma(y, tl.load(r + 7), x * tl.load(r + 6))) + tl.load(camera + 11)
+    # mirage.camera.rigid_transform_points' chain: ((R_i0 x + R_i1 y) + R_i2 z) + t_i, no contraction
+    cam_x = ((tl.load(r + 0) * x + tl.load(r + 1) * y) + tl.load(r + 2) * z) + tl.load(camera + 9)
+    cam_y = ((tl.load(r + 3) * x + tl.load(r + 4) * y) + tl.load(r + 5) * z) + tl.load(camera + 10)
+    cam_z = ((tl.load(r + 6) * x + tl.load(r + 7) * y) + tl.load(r + 8) * z) + tl.load(camera + 11)
     safe_z = tl.where(tl.abs(cam_z) > 1e-12, cam_z, 1e-12)
     u = tl.math.div_rn(tl.load(camera + 12) * cam_x, safe_z) + tl.load(camera + 14)
     v = tl.math.div_rn(tl.load(camera + 13) * cam_y, safe_z) + tl.load(camera + 15)

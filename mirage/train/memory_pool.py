@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from mirage.data.encoded_clips import EncodedClip, model_fingerprint
 from mirage.data.memory_task import MemoryTaskDataset
+from mirage.durable import durable_replace
 
 __all__ = ["render_pool", "encode_pool", "pool_files", "latent_dir", "MemoryWindowDataset", "load_room"]
 
@@ -47,7 +48,7 @@ _ENCODED = ("earlier_latents", "earlier_depth", "earlier_exclude", "earlier_intr
 def _save_atomic(tensors: dict, path: Path, metadata: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
 
 
 def load_room(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

@@ -51,6 +51,7 @@ from mirage.train.conditioning import TrainingBatch, training_batch
 from mirage.train.config import TrainConfig, lr_factor
 from mirage.train.export import export_world_model
 from mirage.train.flow_matching import batch_flow_loss
+from mirage.durable import durable_replace
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ class Trainer:
                         "lr_scheduler": self.lr_scheduler.state_dict(), "rng": _rng_state(),
                         "config": json.dumps(self.config.to_dict())}, tmp / STATE_FILE)
             shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
+            durable_replace(tmp, path)
             self._prune_checkpoints()
         acc.wait_for_everyone()
         return path

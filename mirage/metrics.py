@@ -1,5 +1,7 @@
 """Image metrics: PSNR, SSIM (Gaussian window, Wang et al. 2004) and LPIPS when its weights are on disk.
 
+Below training and evaluation alike (the autoencoder trainer reports held-out PSNR; :mod:`mirage.eval` builds on it).
+
 All metrics take images as float tensors in [0, 1], shaped (N, 3, H, W) (or (3, H, W)), and return one
 value per image (N,) as float64 so that means over many frames do not drift.
 """

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from mirage.eval.report import markdown_table
+
 __all__ = ["write_model_card"]
 
 
@@ -38,8 +40,6 @@ def write_model_card(model_dir: str | os.PathLike, run_dirs: Sequence[str | os.P
                      eval_dirs: Sequence[str | os.PathLike] = (), title: str = "mirage-tiny",
                      notes: Sequence[str] = ()) -> Path:
     """Write ``model_dir/README.md`` from training runs (in order, e.g. stage 1 then stage 2) and evaluations."""
-    from mirage.eval.report import markdown_table
-
     model_dir = Path(model_dir)
     lines = [f"# {title}", "",
              "A world model with latent spatial memory (mirage), trained with mirage's own training code.", "",
