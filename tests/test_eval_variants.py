@@ -141,7 +141,8 @@ def test_reference_inference_variants_reach_the_rollout(model, clip, monkeypatch
     assert (full_config.chunk_seed, full_config.reference_frames, full_voxel) == ("reencoded", 0, 0.05)
     ref_config, ref_voxel = by_name["reference_inference"]
     assert (ref_config.chunk_seed, ref_config.memory_update, ref_config.preceding_latent_frames,
-            ref_config.reference_frames, ref_config.guidance_scale, ref_voxel) == ("denoised", "append", 2, 4, 1.0, None)
+            ref_config.reference_frames, ref_config.guidance_scale, ref_voxel) == \
+        ("denoised", "append", 2, 4, 1.0, None)
     assert by_name["ref_guidance"][0].guidance_scale == 5.0
     assert model.config.chunk_seed == "reencoded"  # restored
 

@@ -61,7 +61,8 @@ from mirage.data.clip import Clip
 from mirage.perception.depth import GivenDepth, ReadoutDepth
 from mirage.pipeline.config import REFERENCE_INFERENCE
 
-__all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "REFERENCE_VARIANTS", "DEFAULT_DEPTH_NOISE", "NO_INCONSISTENCY_TEST",
+__all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "REFERENCE_VARIANTS", "DEFAULT_DEPTH_NOISE",
+           "NO_INCONSISTENCY_TEST",
            "DEPTH_MODEL_ENV", "VariantResources", "variant_specs", "load_variant_resources", "noisy_depth",
            "variant_memory", "run_variant"]
 

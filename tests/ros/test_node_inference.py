@@ -5,7 +5,7 @@ from __future__ import annotations
 from test_node import _seed, env, rig, world_model  # noqa: F401 (fixtures and the seeding helper)
 
 
-def test_reference_inference_goal_runs_and_restores_the_model(env):
+def test_reference_inference_goal_runs_and_restores_the_model(env):  # noqa: F811 (the imported fixture)
     from action_msgs.msg import GoalStatus
 
     _seed(env)
