@@ -16,14 +16,17 @@ import json
 import logging
 import sys
 
-from mirage.train.config import LR_SCHEDULES
+from mirage.train.config import LR_SCHEDULES, PRESETS, SIGMA_SAMPLINGS
 
 __all__ = ["add_arguments", "main", "build_dataset"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
-    g.add_argument("--config", default="tiny", help="training preset: tiny (CPU) or wan22_5b (default: tiny)")
+    g.add_argument("--config", default="tiny", choices=tuple(PRESETS),
+                   help="training preset: tiny (CPU), wan22_5b, or reference (wan22_5b with the reference code's "
+                        "training choices: per-frame sigma, side branch frozen in stage 2; docs/DESIGN.md) "
+                        "(default: tiny)")
     g.add_argument("--config-file", help="JSON TrainConfig; its values override the preset")
     g.add_argument("--output", required=True, help="run directory (checkpoints, loss log, final model)")
     g.add_argument("--model", help="world model to fine-tune: built-in name or directory (stage 2: stage 1's final/)")
@@ -40,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="after warm-up: constant, or cosine down to 10%% at --steps (stages 0-2: default constant; "
                         "autoencoder: default cosine to 5%%)")
     g.add_argument("--lora-rank", type=int)
+    g.add_argument("--sigma-sampling", choices=SIGMA_SAMPLINGS,
+                   help="noise levels: one per clip, shifted logit-normal (default), or one per latent frame, shifted "
+                        "uniform (the reference's)")
+    g.add_argument("--flow-shift", type=float, help="shift of the sampled noise levels (default 5)")
+    g.add_argument("--freeze-side-branch", action="store_true", default=None,
+                   help="stage 2: train LoRA only, the side branch stays frozen (the reference's stage 2)")
     g.add_argument("--mixed-precision", choices=("no", "bf16"))
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="weights of the frozen model (bfloat16 needs --mixed-precision bf16; trained weights stay float32)")
@@ -97,7 +106,8 @@ def _train_config(args):
     overrides = {k: getattr(args, k) for k in ("model", "stage", "steps", "batch_size", "grad_accum", "learning_rate",
                                                "warmup_steps", "lora_rank", "mixed_precision", "gradient_checkpointing",
                                                "seed", "checkpoint_every", "memory_dropout", "num_workers",
-                                               "train_camera_embedding", "lr_schedule")
+                                               "train_camera_embedding", "lr_schedule", "sigma_sampling",
+                                               "flow_shift", "freeze_side_branch")
                  if getattr(args, k) is not None}
     if args.memory_frames is not None:
         overrides["memory_frames"] = tuple(args.memory_frames)
