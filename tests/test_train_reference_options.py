@@ -113,8 +113,8 @@ def test_frozen_side_branch_gets_no_gradient_and_lora_trains(encoded, tmp_path):
     assert all(".lora_" in n or n.startswith("camera_embedding.") for n in changed), sorted(changed)[:5]
     # the choice travels with the run: trainer config, checkpoint state, exported training.json
     state = torch.load(trainer.latest_checkpoint() / "training_state.pt", weights_only=True)
-    for saved in (json.loads((tmp_path / "trainer_config.json").read_text()),
-                  json.loads((tmp_path / "final" / "training.json").read_text())["config"], json.loads(state["config"])):
+    exported = json.loads((tmp_path / "final" / "training.json").read_text())["config"]
+    for saved in (json.loads((tmp_path / "trainer_config.json").read_text()), exported, json.loads(state["config"])):
         assert saved["freeze_side_branch"] is True and saved["sigma_sampling"] == "per_frame_uniform_shift"
 
 
