@@ -163,7 +163,8 @@ def _tum_tasks(args, directory: str, frames: int, image_size) -> tuple[list, str
     skipped = "; ".join(f"{n} {why}" for why, n in sequence.skipped.items()) or "none"
     first = sequence.first_frame
     frames_text = "" if part is None else f" {first}..{first + len(sequence) - 1}"
-    source = (f"TUM RGB-D {sequence.name} ({len(sequence)} associated frames{frames_text}, camera {sequence.camera.name}"
+    source = (f"TUM RGB-D {sequence.name} ({len(sequence)} associated frames{frames_text}, camera "
+              f"{sequence.camera.name}"
               f"{', undistorted' if sequence.undistort else ''}; left out: {skipped}); memory from "
               f"{tasks[0].earlier.num_frames} frames of the first {args.memory_fraction:g}; windows starting at frames "
               f"{[t.room_seed for t in tasks]}, stride {args.frame_stride}")
