@@ -162,22 +162,24 @@ def test_single_part_checkpoints(tmp_path):
 def test_reference_checkpoint_loads_through_from_pretrained(tmp_path):
     from safetensors.torch import save_file
 
-    branch = MirageWorldModel.from_pretrained("tiny").transformer.side_branch
-    dim = branch.hint_patch_embedding.weight.shape[0]
-    g = torch.Generator().manual_seed(5)
-    sd = {"vace_blocks.0.self_attn.q.weight": torch.randn(dim, dim, generator=g),
-          "vace_patch_embedding.weight": torch.randn(dim, 96, 1, 2, 2, generator=g),
-          "pipe.dit.blocks.1.self_attn.v.lora_A.weight": torch.randn(4, dim, generator=g),
-          "pipe.dit.blocks.1.self_attn.v.lora_B.weight": torch.randn(dim, 4, generator=g)}
-    save_file(sd, str(tmp_path / "ref.safetensors"))
+    from reference_wan import random_reference_weights
+
+    # the tiny default: one hint block after block 0 (every other block, as the reference)
+    _, ref, _ = random_reference_weights(24, 32, 2, 32, vace_layers=[0], lora_rank=4)
+    save_file(ref, str(tmp_path / "ref.safetensors"))
     model = MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "ref.safetensors"))
     t = model.transformer
-    assert torch.equal(t.side_branch.hint_blocks[0].attn1.to_q.weight, sd["vace_blocks.0.self_attn.q.weight"])
+    assert t.reference_report.complete and t.reference_report.folded
+    assert torch.equal(t.side_branch.hint_blocks[0].attn1.to_q.weight, ref["vace_blocks.0.self_attn.q.weight"])
     hint = t.side_branch.hint_patch_embedding.weight
-    assert torch.equal(hint[:, :48], sd["vace_patch_embedding.weight"][:, :48]) and not hint[:, 48:].any()
-    assert torch.equal(t.backbone.blocks[1].attn1.to_v.lora_A["default"].weight,
-                       sd["pipe.dit.blocks.1.self_attn.v.lora_A.weight"])
-    assert t.reference_report.adapted and not t.reference_report.complete  # camera embedding etc. not provided
+    assert torch.equal(hint[:, :48], ref["vace_patch_embedding.weight"][:, :48]) and not hint[:, 48:].any()
+    assert t.side_branch.hint_offset is not None  # the tiny VAE's score latent is not constant
+    save_file({**ref, "unknown.weight": torch.zeros(1)}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(ValueError, match="unknown.weight"):  # strict by default
+        MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "extra.safetensors"))
+    loose = MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "extra.safetensors"),
+                                             reference_strict=False)
+    assert not loose.transformer.reference_report.complete
     with pytest.raises(FileNotFoundError, match="reference_checkpoint_path"):
         MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "missing.safetensors"))
 

@@ -36,6 +36,14 @@ The ablations (:data:`ABLATIONS`):
 
 The depth-source variants change the depth of *generated* frames (the memory update, Eq. 6); the memory frames
 keep the sensor's (here: ground-truth) depth, as on a robot, except under ``depth_noise``.
+
+The reference implementation's inference choices (``--variants reference``, :data:`REFERENCE_VARIANTS`; issue 20),
+each the full method with one switch, ``inference``, a set of :class:`~mirage.pipeline.WorldModelConfig` overrides:
+``ref_chunk_seed`` (chunks seeded by the previous chunk's last denoised latent), ``ref_memory_append`` (no voxel
+dedup), ``ref_preceding`` (2 earlier latents appended after the window), ``ref_frames`` (up to 4 latents retrieved
+by voxel IoU, prepended), ``ref_guidance`` (classifier-free guidance 5.0 with the empty negative prompt: with the
+empty prompt, the identity at twice the passes) and ``reference_inference`` (all of them but guidance, which the
+reference leaves off: its ``no_cfg``).
 """
 
 from __future__ import annotations
@@ -51,8 +59,10 @@ import torch.nn.functional as F
 
 from mirage.data.clip import Clip
 from mirage.perception.depth import GivenDepth, ReadoutDepth
+from mirage.pipeline.config import REFERENCE_INFERENCE
 
-__all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "DEFAULT_DEPTH_NOISE", "NO_INCONSISTENCY_TEST",
+__all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "REFERENCE_VARIANTS", "DEFAULT_DEPTH_NOISE",
+           "NO_INCONSISTENCY_TEST",
            "DEPTH_MODEL_ENV", "VariantResources", "variant_specs", "load_variant_resources", "noisy_depth",
            "variant_memory", "run_variant"]
 
@@ -74,6 +84,7 @@ class VariantSpec:
     depth: str = "gt"            # gt | readout | mono | noise: depth of generated frames (noise: of every frame)
     depth_noise: float = 0.0     # sigma of the log-normal per-cell noise (depth == "noise")
     model: str = "main"          # main | single_stage
+    inference: tuple = ()        # ((WorldModelConfig field, value), ...) for the rollout: reference inference
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -99,6 +110,20 @@ _ABLATIONS = {
 }
 ABLATIONS = (*_ABLATIONS, "depth_noise")
 ALL_VARIANTS = ("full", *ABLATIONS)
+_REFERENCE_SWITCHES = {
+    "ref_chunk_seed": (("chunk_seed", "denoised"),),
+    "ref_memory_append": (("memory_update", "append"),),
+    "ref_preceding": (("preceding_latent_frames", 2),),
+    "ref_frames": (("reference_frames", 4),),
+    "ref_guidance": (("guidance_scale", 5.0),),
+}
+_REFERENCE = {
+    **{name: dict(inference=switch, description="reference inference: " + ", ".join(f"{k}={v}" for k, v in switch))
+       for name, switch in _REFERENCE_SWITCHES.items()},
+    "reference_inference": dict(inference=tuple(REFERENCE_INFERENCE.items()),
+                                description="reference inference: all of the above but guidance"),
+}
+REFERENCE_VARIANTS = tuple(_REFERENCE)
 
 
 def variant_specs(names: Sequence[str], depth_noise: Sequence[float] = DEFAULT_DEPTH_NOISE) -> list[VariantSpec]:
@@ -107,11 +132,11 @@ def variant_specs(names: Sequence[str], depth_noise: Sequence[float] = DEFAULT_D
     "depth_noise" gives one spec per sigma in ``depth_noise`` (named ``depth_noise_<sigma>``).
     """
     names = [n for text in names for n in str(text).split(",") if n]
-    unknown = [n for n in names if n != "all" and n not in ALL_VARIANTS]
+    unknown = [n for n in names if n not in ("all", "reference", *ALL_VARIANTS, *REFERENCE_VARIANTS)]
     if unknown or not names:
-        raise ValueError(f"unknown variants {unknown}; choose from all, {', '.join(ALL_VARIANTS)}")
-    if "all" in names:
-        names = list(ALL_VARIANTS)
+        raise ValueError(f"unknown variants {unknown}; choose from all, reference, "
+                         f"{', '.join(ALL_VARIANTS + REFERENCE_VARIANTS)}")
+    names = [m for n in names for m in {"all": ALL_VARIANTS, "reference": REFERENCE_VARIANTS}.get(n, (n,))]
     specs = [FULL]
     for name in dict.fromkeys(names):
         if name == "full":
@@ -123,7 +148,7 @@ def variant_specs(names: Sequence[str], depth_noise: Sequence[float] = DEFAULT_D
                                   description=f"log-normal depth noise, sigma {s:g} per latent cell")
                       for s in depth_noise]
         else:
-            specs.append(VariantSpec(name, **_ABLATIONS[name]))
+            specs.append(VariantSpec(name, **{**_ABLATIONS, **_REFERENCE}[name]))
     return specs
 
 
@@ -186,9 +211,11 @@ def _noise_seed(name: str, seed: int, salt: int) -> int:
 
 @contextmanager
 def _variant_settings(model, spec: VariantSpec, provider):
-    """The model with the variant's depth provider and, without the dynamic filter, no inconsistency test."""
+    """The model with the variant's depth provider, its inference overrides and, without the dynamic filter, no
+    inconsistency test."""
     previous_provider, previous_config = model.depth_provider, model.config
     model.depth_provider = provider
+    model.config = replace(model.config, **dict(spec.inference))
     if not spec.dynamic_filter:
         model.config = replace(model.config, inconsistency_threshold=NO_INCONSISTENCY_TEST)
     try:
@@ -207,6 +234,8 @@ def variant_memory(spec: VariantSpec, model):
         from mirage.memory.pixel_lift import PixelLiftMemory
 
         return PixelLiftMemory(channels=model.latent_channels, device=model.device)
+    if dict(spec.inference).get("memory_update") == "append":
+        return model.new_memory(voxel_size=None)
     return model.new_memory()
 
 

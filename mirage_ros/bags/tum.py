@@ -47,6 +47,7 @@ def write_tum_bag(path: str | Path, sequence, *, image_size: Sequence[int] | Non
     from mirage.frames import fit_to_size
     from mirage_ros.bags.read import typestore
     from mirage_ros.bags.write import STORAGE_PLUGINS, _Builders, camera_connections, open_bag_writer
+    from mirage_ros.conversions.time import stamp_to_ns
 
     if storage not in STORAGE_PLUGINS:
         raise ValueError(f"storage must be one of {sorted(STORAGE_PLUGINS)}, got {storage!r}")
@@ -68,7 +69,7 @@ def write_tum_bag(path: str | Path, sequence, *, image_size: Sequence[int] | Non
             rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, size)
             rgb8 = (rgb_t.permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy()
             depth32 = np.ascontiguousarray(depth_t.numpy(), dtype=np.float32)
-            stamp = int(round(float(sequence.stamps[i]) * 1e9))
+            stamp = stamp_to_ns(float(sequence.stamps[i]))
             write("tf", build.tf([(world_frame, camera_frame, sequence.cam_to_world[i])], stamp), stamp)
             write("rgb", build.image(rgb8, "rgb8", stamp, camera_frame), stamp)
             write("depth", build.image(depth32, "32FC1", stamp, camera_frame), stamp)
