@@ -138,13 +138,14 @@ def test_reference_inference_variants_reach_the_rollout(model, clip, monkeypatch
         assert frames.shape == clip.rgb.shape
     by_name = dict(zip([s.name for s in specs], configs))
     full_config, full_voxel = by_name["full"]
-    assert (full_config.chunk_seed, full_config.reference_frames, full_voxel) == ("reencoded", 0, 0.05)
+    assert (full_config.chunk_seed, full_config.reference_frames, full_voxel) == ("denoised", 0, 0.05)
     ref_config, ref_voxel = by_name["reference_inference"]
     assert (ref_config.chunk_seed, ref_config.memory_update, ref_config.preceding_latent_frames,
             ref_config.reference_frames, ref_config.guidance_scale, ref_voxel) == \
         ("denoised", "append", 2, 4, 1.0, None)
     assert by_name["ref_guidance"][0].guidance_scale == 5.0
-    assert model.config.chunk_seed == "reencoded"  # restored
+    assert by_name["reencoded_seed"][0].chunk_seed == "reencoded"
+    assert model.config.chunk_seed == "denoised"  # restored after the variant that changed it
 
 
 def test_a_trained_side_branch_tells_the_memories_apart(clip):

@@ -335,7 +335,8 @@ def test_two_context_frames_carry_over_cleanly():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = MirageWorldModel.from_pretrained("tiny", context_latent_frames=2)
+        # the re-encoded chunk seed (chunk_seed="denoised", the default, carries latents: tests/test_reference_inference.py)
+        model = MirageWorldModel.from_pretrained("tiny", context_latent_frames=2, chunk_seed="reencoded")
         seen = []
         res = model.rollout(seeded_memory(model), intrinsics(), trajectory(17), first_frame=first_frame(),
                             num_inference_steps=2, step_callback=lambda c, s, lat: seen.append((c, lat.clone())))

@@ -38,8 +38,9 @@ The depth-source variants change the depth of *generated* frames (the memory upd
 keep the sensor's (here: ground-truth) depth, as on a robot, except under ``depth_noise``.
 
 The reference implementation's inference choices (``--variants reference``, :data:`REFERENCE_VARIANTS`; issue 20),
-each the full method with one switch, ``inference``, a set of :class:`~mirage.pipeline.WorldModelConfig` overrides:
-``ref_chunk_seed`` (chunks seeded by the previous chunk's last denoised latent), ``ref_memory_append`` (no voxel
+each the full method with one switch, ``inference``, a set of :class:`~mirage.pipeline.WorldModelConfig` overrides.
+The full method already seeds chunks as the reference does (the previous chunk's last denoised latent, the default
+since 0.3.0), so ``reencoded_seed`` measures the other way (decode, re-encode); then ``ref_memory_append`` (no voxel
 dedup), ``ref_preceding`` (2 earlier latents appended after the window), ``ref_frames`` (up to 4 latents retrieved
 by voxel IoU, prepended), ``ref_guidance`` (classifier-free guidance 5.0 with the empty negative prompt: with the
 empty prompt, the identity at twice the passes) and ``reference_inference`` (all of them but guidance, which the
@@ -111,7 +112,7 @@ _ABLATIONS = {
 ABLATIONS = (*_ABLATIONS, "depth_noise")
 ALL_VARIANTS = ("full", *ABLATIONS)
 _REFERENCE_SWITCHES = {
-    "ref_chunk_seed": (("chunk_seed", "denoised"),),
+    "reencoded_seed": (("chunk_seed", "reencoded"),),  # the reference's (and now our default) is "denoised"
     "ref_memory_append": (("memory_update", "append"),),
     "ref_preceding": (("preceding_latent_frames", 2),),
     "ref_frames": (("reference_frames", 4),),
