@@ -154,6 +154,14 @@ if [ "$ROS_MODE" = wheels ]; then
   fi
   export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  # LD_LIBRARY_PATH in a fixed order (mirage_ros/wheels_path.py): ros-wheels-bootstrapper orders it through a set.
+  site="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  if ! cmp -s mirage_ros/wheels_path.py "$site/_mirage_ros_wheels_path.py"; then
+    say "installing the LD_LIBRARY_PATH order into $site"
+    cp mirage_ros/wheels_path.py "$site/_mirage_ros_wheels_path.py"
+  fi
+  [ "$(cat "$site/_mirage_ros_wheels_path.pth" 2>/dev/null)" = "import _mirage_ros_wheels_path" ] ||
+    echo "import _mirage_ros_wheels_path" >"$site/_mirage_ros_wheels_path.pth"
 fi
 command -v cmake >/dev/null 2>&1 || die "cmake not found (apt-get install cmake, or pip install cmake)"
 command -v c++ >/dev/null 2>&1 || die "no C++ compiler found (apt-get install g++)"
