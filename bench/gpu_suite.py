@@ -47,7 +47,7 @@ import torch
 import torch._dynamo
 
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.media import psnr_uint8
 from mirage.models.acceleration import accelerate_transformer
 from mirage.ops.zbuffer import rasterize as torch_rasterize
@@ -198,20 +198,6 @@ def bench_vae(model, device, clip_frames: int) -> dict:
 
 # ------------------------------------------------------------------------------------------ 3. rollouts
 @contextlib.contextmanager
-def readout_kernel_installed(kernel):
-    """Route every memory read through the Triton kernel (``MIRAGE_ZBUFFER=triton``, see :mod:`mirage.ops`)."""
-    previous = os.environ.get("MIRAGE_ZBUFFER")
-    os.environ["MIRAGE_ZBUFFER"] = "triton"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ["MIRAGE_ZBUFFER"] = "torch"
-        else:
-            os.environ["MIRAGE_ZBUFFER"] = previous
-
-
-@contextlib.contextmanager
 def configured(model, options: dict, kernel, compile_options: dict):
     """Apply a variant's options to ``model`` for the duration of the block, then restore the baseline."""
     original = model.transformer
@@ -225,12 +211,9 @@ def configured(model, options: dict, kernel, compile_options: dict):
         branch.set_inference_options(target_only=options.get("target_only", False),
                                      num_blocks=(len(branch.hint_blocks) + 1) // 2 if options.get("num_blocks")
                                      else None)
-        with contextlib.ExitStack() as stack:
-            if options.get("readout_kernel"):
-                if kernel is None:
-                    raise RuntimeError("readout kernel unavailable")
-                stack.enter_context(readout_kernel_installed(kernel))
-            yield
+        if options.get("readout_kernel") and kernel is None:
+            raise RuntimeError("readout kernel unavailable")
+        yield
     finally:
         original.side_branch.set_inference_options()
         original.modulation = "per_token"
@@ -250,6 +233,8 @@ def new_memory(model, kind: str):
 def run_rollout(model, scene_data, options, steps, seed):
     K, c2w, depth, first = scene_data
     memory = new_memory(model, options.get("memory", "latent"))
+    # the baseline reads through the torch z-buffer; the "readout kernel" options through the Triton kernel
+    memory.zbuffer_backend = "triton" if options.get("readout_kernel") else "torch"
     model.observe(memory, first, depth[0], K, c2w[0])
     device = model.device
     if device.type == "cuda":
@@ -305,6 +290,8 @@ def bench_rollouts(args, model, scene_data, kernel, device) -> dict:
         if baseline_frames is not None:
             row["identical_to_baseline"] = bool(np.array_equal(result.frames, baseline_frames))
             row["psnr_vs_baseline_db"] = psnr_uint8(result.frames, baseline_frames)
+            row["max_level_diff_vs_baseline"] = int(np.abs(result.frames.astype(np.int16)
+                                                           - baseline_frames.astype(np.int16)).max())
         rows[name] = row
         print(f"rollout {name}: {row['s_per_frame']:.4f} s/frame, denoise {row['denoise_ms_per_step']:.1f} ms/step, "
               f"warm-up {row['warmup_s']:.1f} s, PSNR vs baseline {row.get('psnr_vs_baseline_db', float('nan')):.1f} "
@@ -373,7 +360,6 @@ def main(argv=None) -> int:
                                                                               if k != "start"})
     print(f"gpu_suite on {where}, torch {torch.__version__}", flush=True)
 
-    os.environ.setdefault("MIRAGE_ZBUFFER", "torch")  # the baseline reads through the torch z-buffer
     kernel, args.kernel_reason = load_readout_kernel(device)
     report["readout"] = bench_readout(args, device, kernel)
     model, scene_data = build(args, device)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.pipeline import PHASES, MirageWorldModel
 
 VARIANTS = ("latent memory", "RGB cache", "no memory")

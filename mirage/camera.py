@@ -30,6 +30,7 @@ TEMPORAL_STRIDE = 4
 PIXEL_CENTER = 0.5
 
 __all__ = [
+    "rigid_transform_points",
     "SPATIAL_STRIDE",
     "batch_intrinsics",
     "TEMPORAL_STRIDE",
@@ -173,14 +174,28 @@ def validate_depth(depth: torch.Tensor, name: str = "depth") -> None:
 # --------------------------------------------------------------------------------------------------
 # Poses
 # --------------------------------------------------------------------------------------------------
+def rigid_transform_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``points @ R^T + t`` written out as ``((R_i0 x + R_i1 y) + R_i2 z) + t_i`` per output row.
+
+    points (..., N, 3); R (..., 3, 3); t (..., 3). Returns (..., N, 3).
+    Separate IEEE multiplies and adds in this fixed order (no BLAS, no fused multiply-add), so the result is the
+    same bits on every CPU and GPU: a matmul's summation order and FMA use depend on the BLAS kernel the machine
+    picks. The Triton readout kernel computes this very chain, which is what makes its winners the reference's.
+    """
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    rows = [((R[..., i, 0, None] * x + R[..., i, 1, None] * y) + R[..., i, 2, None] * z) + t[..., i, None]
+            for i in range(3)]
+    return torch.stack(rows, dim=-1)
+
+
 def invert_pose(T: torch.Tensor) -> torch.Tensor:
-    """Inverse of rigid (..., 4, 4) transforms, computed as [R^T, -R^T t]."""
+    """Inverse of rigid (..., 4, 4) transforms, computed as [R^T, -R^T t] (same bits on every machine: the
+    product is :func:`rigid_transform_points`' fixed chain, not a matmul)."""
     R = T[..., :3, :3]
-    t = T[..., :3, 3:]
-    out = torch.zeros_like(T)
     Rt = R.transpose(-1, -2)
+    out = torch.zeros_like(T)
     out[..., :3, :3] = Rt
-    out[..., :3, 3:] = -Rt @ t
+    out[..., :3, 3] = -rigid_transform_points(T[..., None, :3, 3], Rt, torch.zeros_like(T[..., :3, 3]))[..., 0, :]
     out[..., 3, 3] = 1.0
     return out
 
@@ -304,9 +319,10 @@ def project(points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> tuple[t
     points: (..., N, 3); K: (..., 3, 3); c2w: (..., 4, 4).
     Returns uv (..., N, 2) continuous pixel coordinates and z (..., N) depth along the optical axis.
     Points behind the camera get z <= 0 (their uv is meaningless); callers mask them.
+    Every step is a separate IEEE operation in a fixed order, so uv and z are the same bits on any machine.
     """
     w2c = invert_pose(c2w.to(points.dtype))
-    cam = points @ w2c[..., :3, :3].transpose(-1, -2) + w2c[..., :3, 3].unsqueeze(-2)
+    cam = rigid_transform_points(points, w2c[..., :3, :3], w2c[..., :3, 3])
     z = cam[..., 2]
     safe_z = torch.where(z.abs() > 1e-12, z, torch.full_like(z, 1e-12))
     K = K.to(points.dtype)

@@ -18,9 +18,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mirage.eval.cli", "novel-view and closed-loop evaluation"),
     "eval-bag": ("mirage_ros.bags.eval_recording", "imagine the path a recorded bag drove later, compare with what it recorded"),
     "build-cache": ("mirage_ros.bags.build_memory", "build and save the memory from a ROS 2 bag (no ROS graph)"),
+    "tum-to-bag": ("mirage_ros.bags.tum", "convert a TUM RGB-D sequence into a ROS 2 bag (MCAP, no ROS graph)"),
 }
 # Subcommands that need an optional extra of pyproject.toml: {subcommand: (module it needs, extra)}.
-EXTRAS: dict[str, tuple[str, str]] = {"build-cache": ("rosbags", "bags"), "eval-bag": ("rosbags", "bags")}
+EXTRAS: dict[str, tuple[str, str]] = {"build-cache": ("rosbags", "bags"), "eval-bag": ("rosbags", "bags"),
+                                      "tum-to-bag": ("rosbags", "bags")}
 
 
 def build_parser() -> argparse.ArgumentParser:

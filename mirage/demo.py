@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from mirage.autoencoders import PatchifyAutoencoder
 from mirage.camera import latent_size
-from mirage.eval.metrics import psnr
+from mirage.metrics import psnr
 from mirage.media import to_uint8, write_png
 from mirage.memory import LatentSpatialMemory
 

@@ -1,6 +1,6 @@
 """Images and videos people look at: float frames to uint8, PNG and MP4 writers (one of each in the project).
 
-PSNR / SSIM live in :mod:`mirage.eval.metrics` (torch, batched); :func:`psnr_uint8` is the numpy twin for
+PSNR / SSIM live in :mod:`mirage.metrics` (torch, batched); :func:`psnr_uint8` is the numpy twin for
 uint8 frames that arrive from ROS messages or files.
 """
 

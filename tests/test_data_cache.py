@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mirage.data import collate_clips
-from mirage.data.latent_cache import CachedLatentDataset, LatentCache
+from mirage.data.encoded_clips import CachedLatentDataset, LatentCache
 from mirage.data.synthetic import SyntheticClipDataset
 from mirage.pipeline import MirageWorldModel
 

@@ -3,7 +3,7 @@ import torch
 
 from mirage.camera import intrinsics_from_fov, valid_depth_mask
 from mirage.memory.lifting import pool_depth
-from mirage.depth import (
+from mirage.perception.depth import (
     DepthAnythingProvider,
     DepthProvider,
     GivenDepth,
@@ -136,7 +136,7 @@ def test_readout_depth_is_the_memory_depth():
 def test_readout_depth_reads_the_given_grid_without_encoding():
     """ReadoutDepth on an RGB memory at a stride-8 grid: depth only (visibility), the encoder is never called."""
     from mirage.camera import make_intrinsics
-    from mirage.depth import ReadoutDepth
+    from mirage.perception.depth import ReadoutDepth
     from mirage.memory import RGBPointCloudMemory
 
     def encoder(rgb):  # a depth read must not encode

@@ -98,7 +98,7 @@ def test_cli_evaluates_end_to_end(tmp_path, capsys):
 
 def test_model_card_reads_the_run_logs(tmp_path):
     from mirage.train.config import TrainConfig
-    from mirage.train.model_card import write_model_card
+    from mirage.eval.model_card import write_model_card
 
     run = tmp_path / "stage1"
     run.mkdir()

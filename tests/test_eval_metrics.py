@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mirage.eval.metrics import LPIPSUnavailable, load_lpips, lpips_status, psnr, ssim
+from mirage.metrics import LPIPSUnavailable, load_lpips, lpips_status, psnr, ssim
 
 
 def _image(seed=0, size=(3, 32, 40)):
@@ -29,8 +29,11 @@ def test_psnr_gaussian_noise_matches_formula():
     x = _image(1, (1, 3, 64, 64))
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)) * 0.05
     y = x + noise
-    expected = 10 * math.log10(1.0 / noise.double().pow(2).mean().item())
-    assert psnr(y, x).item() == pytest.approx(expected, rel=1e-9)
+    # the formula on the perturbation y actually carries (x + noise rounds to float32; psnr sums in float64, so the
+    # only difference left is the order of a float64 mean: ~1e-16 relative)
+    actual = y.double() - x.double()
+    expected = 10 * math.log10(1.0 / actual.pow(2).mean().item())
+    assert psnr(y, x).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_ssim_identical_is_one_and_noise_lowers_it():

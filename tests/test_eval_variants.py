@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from mirage.camera import make_intrinsics
-from mirage.depth import GivenDepth, ReadoutDepth
+from mirage.perception.depth import GivenDepth, ReadoutDepth
 from mirage.eval.closed_loop import evaluation_clips
 from mirage.eval.variants import (
     ABLATIONS,
     FULL,
     NO_INCONSISTENCY_TEST,
+    REFERENCE_VARIANTS,
     load_variant_resources,
     noisy_depth,
     run_variant,
@@ -121,6 +122,29 @@ def test_switches_reach_the_rollout(model, clip, monkeypatch):
     ratio = (noisy / clip.depth)[torch.isfinite(clip.depth) & (clip.depth > 0)].log()
     assert 0.1 < float(ratio.std()) < 0.3
     assert not isinstance(model.depth_provider, GivenDepth)  # restored
+
+
+def test_reference_inference_variants_reach_the_rollout(model, clip, monkeypatch):
+    specs = variant_specs(["reference"])
+    assert [s.name for s in specs] == ["full", *REFERENCE_VARIANTS]
+    for spec in specs[1:]:
+        assert set(spec.changes()) == {"inference"}  # one switch: a set of config overrides
+    configs = []
+    original = type(model).rollout
+    monkeypatch.setattr(type(model), "rollout", lambda self, memory, *a, **kw: configs.append(
+        (self.config, memory.voxel_size)) or original(self, memory, *a, **kw))
+    for spec in specs:
+        frames = run_variant(spec, model, clip, num_inference_steps=1)
+        assert frames.shape == clip.rgb.shape
+    by_name = dict(zip([s.name for s in specs], configs))
+    full_config, full_voxel = by_name["full"]
+    assert (full_config.chunk_seed, full_config.reference_frames, full_voxel) == ("reencoded", 0, 0.05)
+    ref_config, ref_voxel = by_name["reference_inference"]
+    assert (ref_config.chunk_seed, ref_config.memory_update, ref_config.preceding_latent_frames,
+            ref_config.reference_frames, ref_config.guidance_scale, ref_voxel) == \
+        ("denoised", "append", 2, 4, 1.0, None)
+    assert by_name["ref_guidance"][0].guidance_scale == 5.0
+    assert model.config.chunk_seed == "reencoded"  # restored
 
 
 def test_a_trained_side_branch_tells_the_memories_apart(clip):

@@ -24,10 +24,12 @@ def test_gpu_suite_tiny_runs_every_part(tmp_path):
         assert ("s_per_frame" in row) != ("error" in row), name
     assert rollouts["baseline"]["s_per_frame"] > 0 and rollouts["baseline"]["speedup_vs_baseline"] == 1.0
     assert set(rollouts["baseline"]["phases_ms_per_frame"]) == set(suite.PHASES)
-    # exact options give the baseline's frames bit for bit (per-frame modulation: to float32 rounding of the
-    # timestep embedding, so uint8 frames are equal or nearly); the side-branch options change them
+    # exact options give the baseline's frames up to float rounding: a compiled graph or another attention kernel
+    # may sum in another order (a few ULP of float32), which can move a uint8 level where a value sits at a
+    # rounding boundary, so at most 1 level anywhere and > 60 dB; the side-branch options change the frames
     for name in ("regional compile", "SDPA flash"):
-        assert rollouts[name]["identical_to_baseline"], name
+        assert rollouts[name]["max_level_diff_vs_baseline"] <= 1, name
+        assert rollouts[name]["identical_to_baseline"] or rollouts[name]["psnr_vs_baseline_db"] > 60, name
     assert rollouts["per-frame modulation"]["psnr_vs_baseline_db"] > 60
     for name in ("side branch: target tokens only", "side branch: first half of the blocks"):
         assert not rollouts[name]["identical_to_baseline"] and rollouts[name]["psnr_vs_baseline_db"] < 100, name

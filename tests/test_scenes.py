@@ -1,6 +1,6 @@
-import hashlib
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -335,21 +335,33 @@ def test_cuda_render_matches_cpu():
     assert ((gpu.rgb.cpu() - cpu.rgb).abs() > 0.05).float().mean() < 0.01
 
 
-# sha256 of the poses and renders below, computed with the single-module mirage/scenes.py (before its split into
-# the mirage/scenes/ package) on torch 2.13.0+cpu, one thread. Any change to the rendering maths changes it.
-_GOLDEN_RENDER_SHA256 = "6622e51fec2239638d99b4752400231a81d0960201215ec8422686e3ff310076"
-_GOLDEN_TORCH = "2.13"
+# Stored arrays (tests/golden_renders.py wrote them from the renders of the single-module mirage/scenes.py before its
+# split), compared within bounds chosen from the maths, not by a hash: the shading uses exp / pow / sqrt, whose
+# vectorised implementations differ by an ULP or two between CPUs (AVX-512, AVX2, the scalar default path), and a
+# 20-odd-operation float32 chain turns that into ~1e-6; a regression in the rendering maths moves whole regions.
+# A ray that grazes an object's silhouette may hit or miss on the last bit, so a few pixels may differ outright.
+_RGB_ATOL = 1e-4          # colours in [0, 1]: 100x the cross-CPU differences seen (1.2e-7), far below a visible change
+_DEPTH_RTOL = 1e-5        # metres: ~80 float32 ULP of the depth
+_OUTLIER_FRACTION = 0.005  # silhouette pixels allowed to differ outright (0 seen on three CPU paths)
 
 
-def test_fixed_seeds_render_the_same_bytes_as_before_the_split():
-    if not torch.__version__.startswith(_GOLDEN_TORCH):
-        pytest.skip(f"golden bytes were computed on torch {_GOLDEN_TORCH}; float kernels differ between releases")
-    sha = hashlib.sha256()
-    for seed in (0, 1, 2):
-        scene = Scene.random(seed, num_objects=6, num_dynamic=2)
-        poses = torch.cat([scene.trajectory(kind, 3, seed=1) for kind in ("forward", "turn", "orbit", "loop")])
-        K = scene.default_intrinsics(24, 32)
-        frames = scene.render_batch(K, poses, 24, 32, times=torch.arange(12, dtype=torch.float32) / 4)
-        for tensor in (poses, frames.rgb, frames.depth, frames.dynamic):
-            sha.update(tensor.contiguous().numpy().tobytes())
-    assert sha.hexdigest() == _GOLDEN_RENDER_SHA256
+def test_fixed_seeds_render_what_the_golden_arrays_hold():
+    from tests.golden_renders import GOLDEN, render_golden
+
+    golden = np.load(GOLDEN)
+    rendered = render_golden()
+    assert sorted(rendered) == sorted(golden.files)
+    for key in golden.files:
+        want, got = golden[key], rendered[key]
+        assert got.shape == want.shape and got.dtype == want.dtype, key
+        if key.startswith("poses"):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=key)  # a few ULP of unit rotations
+            continue
+        if key.startswith("dynamic"):
+            assert (got != want).mean() <= _OUTLIER_FRACTION, key
+            continue
+        both = np.isfinite(got) & np.isfinite(want)
+        assert (np.isfinite(got) != np.isfinite(want)).mean() <= _OUTLIER_FRACTION, key
+        diff = np.abs(np.where(both, got, 0) - np.where(both, want, 0))  # inf - inf would be NaN
+        off = both & (diff > (_RGB_ATOL if key.startswith("rgb") else _DEPTH_RTOL * np.abs(want)))
+        assert off.mean() <= _OUTLIER_FRACTION, (key, float(diff.max()))

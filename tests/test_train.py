@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mirage.data.latent_cache import encode_clip
+from mirage.data.encoded_clips import encode_clip
 from mirage.data.synthetic import SyntheticClipDataset
 from mirage.train import TrainConfig, Trainer, export_world_model, load_world_model
 from mirage.pipeline import MirageWorldModel

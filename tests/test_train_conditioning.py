@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mirage.data.latent_cache import encode_clip
+from mirage.data.encoded_clips import encode_clip
 from mirage.eval.closed_loop import evaluation_clips
 from mirage.pipeline import MirageWorldModel
 from mirage.train.conditioning import chunk_conditioning, memory_from_sources, training_batch

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.memory import LatentSpatialMemory
 from mirage.pipeline import CancelToken, MirageWorldModel, RolloutCancelled
 

@@ -162,22 +162,24 @@ def test_single_part_checkpoints(tmp_path):
 def test_reference_checkpoint_loads_through_from_pretrained(tmp_path):
     from safetensors.torch import save_file
 
-    branch = MirageWorldModel.from_pretrained("tiny").transformer.side_branch
-    dim = branch.hint_patch_embedding.weight.shape[0]
-    g = torch.Generator().manual_seed(5)
-    sd = {"vace_blocks.0.self_attn.q.weight": torch.randn(dim, dim, generator=g),
-          "vace_patch_embedding.weight": torch.randn(dim, 96, 1, 2, 2, generator=g),
-          "pipe.dit.blocks.1.self_attn.v.lora_A.weight": torch.randn(4, dim, generator=g),
-          "pipe.dit.blocks.1.self_attn.v.lora_B.weight": torch.randn(dim, 4, generator=g)}
-    save_file(sd, str(tmp_path / "ref.safetensors"))
+    from reference_wan import random_reference_weights
+
+    # the tiny default: one hint block after block 0 (every other block, as the reference)
+    _, ref, _ = random_reference_weights(24, 32, 2, 32, vace_layers=[0], lora_rank=4)
+    save_file(ref, str(tmp_path / "ref.safetensors"))
     model = MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "ref.safetensors"))
     t = model.transformer
-    assert torch.equal(t.side_branch.hint_blocks[0].attn1.to_q.weight, sd["vace_blocks.0.self_attn.q.weight"])
+    assert t.reference_report.complete and t.reference_report.folded
+    assert torch.equal(t.side_branch.hint_blocks[0].attn1.to_q.weight, ref["vace_blocks.0.self_attn.q.weight"])
     hint = t.side_branch.hint_patch_embedding.weight
-    assert torch.equal(hint[:, :48], sd["vace_patch_embedding.weight"][:, :48]) and not hint[:, 48:].any()
-    assert torch.equal(t.backbone.blocks[1].attn1.to_v.lora_A["default"].weight,
-                       sd["pipe.dit.blocks.1.self_attn.v.lora_A.weight"])
-    assert t.reference_report.adapted and not t.reference_report.complete  # camera embedding etc. not provided
+    assert torch.equal(hint[:, :48], ref["vace_patch_embedding.weight"][:, :48]) and not hint[:, 48:].any()
+    assert t.side_branch.hint_offset is not None  # the tiny VAE's score latent is not constant
+    save_file({**ref, "unknown.weight": torch.zeros(1)}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(ValueError, match="unknown.weight"):  # strict by default
+        MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "extra.safetensors"))
+    loose = MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "extra.safetensors"),
+                                             reference_strict=False)
+    assert not loose.transformer.reference_report.complete
     with pytest.raises(FileNotFoundError, match="reference_checkpoint_path"):
         MirageWorldModel.from_pretrained("tiny", reference_checkpoint_path=str(tmp_path / "missing.safetensors"))
 
@@ -185,7 +187,7 @@ def test_reference_checkpoint_loads_through_from_pretrained(tmp_path):
 def test_depth_anything_directory_as_depth_provider(tmp_path):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
-    from mirage.depth import DepthAnythingProvider
+    from mirage.perception.depth import DepthAnythingProvider
 
     torch.manual_seed(0)
     backbone = Dinov2Config(image_size=28, patch_size=14, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
@@ -242,29 +244,6 @@ def test_configs_saved_before_same_type_latents_keep_their_memory_type(tmp_path)
     assert config.memory_latent_type == "target"
     with pytest.raises(ValueError, match="memory_latent_type"):
         WorldModelConfig(memory_latent_type="group")
-
-
-@pytest.mark.parametrize("old, names", [
-    ("mirage.world_model", ("MirageWorldModel", "WorldModelConfig", "CancelToken", "RolloutCancelled",
-                            "RolloutResult", "window_relative_poses", "CONFIG_NAME")),
-    ("mirage.world_model_io", ("WorldModelConfig", "resolve_pretrained", "build_transformer", "SHIPPED")),
-    ("mirage.rollout", ("Chunk", "plan_chunks", "PhaseTimer", "PHASES", "RolloutProgress")),
-    ("mirage.sampling", ("make_scheduler", "sample_chunk")),
-])
-def test_old_import_paths_still_work_and_warn(old, names, monkeypatch):
-    import importlib
-    import sys
-
-    import mirage.pipeline as pipeline
-
-    monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match="mirage.pipeline"):
-        module = importlib.import_module(old)
-    for name in names:
-        assert hasattr(module, name), name
-    assert module.__dict__.get("MirageWorldModel", pipeline.MirageWorldModel) is pipeline.MirageWorldModel
-    if old == "mirage.rollout":  # the old signature: Wan2.2's stride when none is given
-        assert module.plan_chunks(17, 3) == pipeline.plan_chunks(17, 3, temporal_stride=4)
 
 
 def test_inference_options_reach_the_transformer():

@@ -9,7 +9,7 @@ import torch
 
 from mirage.autoencoders import PatchifyAutoencoder
 from mirage.camera import intrinsics_from_fov, look_at
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.pipeline import MirageWorldModel, WorldModelConfig
 from mirage.pipeline.loading import build_transformer
 
@@ -83,7 +83,9 @@ def test_encode_images_is_the_static_group_latent(model):
     assert torch.equal(model.encode_images(x), group[:, :, 1])
     alone = model.backbone.encode((x * 2 - 1)[:, :, None])[:, :, 0]
     assert torch.equal(model.encode_context_frames(x), alone)
-    assert torch.equal(group[:, :, 0], alone)  # causal: latent 0 of any clip is frame 0 alone
+    # causal: latent 0 of any clip is frame 0 alone, up to float rounding (the convolutions run over 5 frames vs 1,
+    # and a BLAS may block a different shape differently: ~1e-7 relative per layer here)
+    torch.testing.assert_close(group[:, :, 0], alone, rtol=1e-5, atol=1e-5)
     cos = torch.nn.functional.cosine_similarity(alone.flatten(1), group[:, :, 1].flatten(1)).min()
     assert cos < 0.99  # the two types differ (the tiny random VAE; mirage-tiny's VAE: cosine 0.09)
     decoded = model.decode_images(model.encode_images(x))

@@ -44,7 +44,7 @@ from mirage.data.synthetic import EVAL_SEED_OFFSET
 from mirage.data.visibility import MemoryNeed, memory_need
 
 __all__ = ["VARIANTS", "MIN_NEEDS_MEMORY", "MIN_FRAME_NEEDS_MEMORY", "MemoryTask", "returning_frames",
-           "make_memory_task", "MemoryTaskDataset", "collate_memory_tasks", "room_seed"]
+           "make_memory_task", "recorded_memory_task", "MemoryTaskDataset", "collate_memory_tasks", "room_seed"]
 
 MIN_NEEDS_MEMORY = 0.3         # default rejection threshold on ``needs_memory`` (returning frames)
 MIN_FRAME_NEEDS_MEMORY = 0.1   # default: a returning frame is scored when at least this share needs memory
@@ -178,17 +178,68 @@ def make_memory_task(room: int, image_size: Sequence[int], variant: str = "turn_
             break
     score, path, need, used = best
     earlier, target, K = _render(scene, path, H, W, fps)
-    mask = need.needs_memory
-    if tuple(mask.shape[-2:]) != (H, W):
-        mask = F.interpolate(mask[None].float(), size=(H, W), mode="nearest")[0].bool()
-    per_frame = need.per_frame(need.needs_memory)
-    scored = tuple(t for t in back if t not in context and float(per_frame[t]) >= min_frame_fraction)
     name = name or f"room{room}-{variant}-{num_frames}f-{earlier_frames}e-{H}x{W}"
-    return MemoryTask(earlier=_as_clip(earlier, K, f"{name}-earlier"), target=_as_clip(target, K, name),
-                      context_frames=context, scored_frames=scored, frame_needs_memory=per_frame,
-                      frame_unseen=need.per_frame(need.unseen), needs_memory_mask=mask, needs_memory=score,
-                      unseen=need.fraction(need.unseen, back), variant=variant, room_seed=int(room), attempts=used,
-                      accepted=score >= min_needs_memory, info=path.info, name=name)
+    return _task(_as_clip(earlier, K, f"{name}-earlier"), _as_clip(target, K, name), need, context, back,
+                 min_frame_fraction, min_needs_memory, variant=variant, room_seed=int(room), attempts=used,
+                 info=path.info, name=name)
+
+
+def _task(earlier: Clip, target: Clip, need: MemoryNeed, context: tuple[int, ...], considered: Sequence[int],
+          min_frame_fraction: float, min_needs_memory: float, **fields) -> MemoryTask:
+    """The task of ``need`` (classified at any size; upsampled, nearest, to the target's): the ``considered`` frames
+    that are not context and reach ``min_frame_fraction`` are scored, ``needs_memory`` is their share."""
+    mask = need.needs_memory
+    if tuple(mask.shape[-2:]) != target.image_size:
+        mask = F.interpolate(mask[None].float(), size=target.image_size, mode="nearest")[0].bool()
+    per_frame = need.per_frame(need.needs_memory)
+    score = need.fraction(need.needs_memory, considered)
+    scored = tuple(t for t in considered if t not in context and float(per_frame[t]) >= min_frame_fraction)
+    return MemoryTask(earlier=earlier, target=target, context_frames=context, scored_frames=scored,
+                      frame_needs_memory=per_frame, frame_unseen=need.per_frame(need.unseen), needs_memory_mask=mask,
+                      needs_memory=score, unseen=need.fraction(need.unseen, considered),
+                      accepted=score >= min_needs_memory, **fields)
+
+
+def _subsample(clip: Clip, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(depth (T, h, w), intrinsics (T, 3, 3)) of ``clip`` at 1 / ``stride`` of its size: the depth of the pixel
+    nearest each coarse pixel's centre (never blended), K scaled by the pixel-centre rule."""
+    from mirage.camera import scale_intrinsics
+
+    H, W = clip.image_size
+    h, w = max(1, math.ceil(H / stride)), max(1, math.ceil(W / stride))
+    depth = F.interpolate(clip.depth[:, None], size=(h, w), mode="nearest-exact")[:, 0]
+    return depth, scale_intrinsics(clip.intrinsics, (H, W), (h, w))
+
+
+def recorded_memory_task(earlier: Clip, target: Clip, *, name: str, variant: str = "recorded", room_seed: int = -1,
+                         min_needs_memory: float = MIN_NEEDS_MEMORY,
+                         min_frame_fraction: float = MIN_FRAME_NEEDS_MEMORY, check_stride: int = 4,
+                         info: dict | None = None) -> MemoryTask:
+    """A memory task from recorded frames (a real RGB-D sequence): ``earlier`` seeds the memory, ``target`` is the
+    later path, frame 0 its context. Every target frame but the context counts (a recorded path is not out and back,
+    so there are no "returning" frames): a frame is scored when at least ``min_frame_fraction`` of its valid pixels
+    are not seen by frame 0 but by an earlier frame (:func:`mirage.data.visibility.memory_need` on the recorded
+    depth at ``1 / check_stride`` of the size; frame 0's depth holes count as seeing what lies behind them, so only
+    what is outside its view or hidden in it needs memory). ``room_seed`` holds e.g. the target's first frame in
+    its sequence.
+    """
+    if earlier.depth is None or target.depth is None:
+        raise ValueError("a memory task needs depth on the earlier and the target frames")
+    if earlier.dynamic is not None or target.dynamic is not None:
+        raise ValueError("recorded frames with dynamic masks are not supported here (every pixel is taken as static)")
+    if earlier.image_size != target.image_size:
+        raise ValueError(f"earlier frames {earlier.image_size} and target frames {target.image_size} differ in size")
+    if target.num_frames < 2 or check_stride < 1:
+        raise ValueError(f"need a target of >= 2 frames and check_stride >= 1, got {target.num_frames}, "
+                         f"{check_stride}")
+    context = (0,)
+    target_depth, target_K = _subsample(target, check_stride)
+    earlier_depth, earlier_K = _subsample(earlier, check_stride)
+    need = memory_need(target_depth, target_K, target.cam_to_world, target_depth[:1], target_K[:1],
+                       target.cam_to_world[:1], earlier_depth, earlier_K, earlier.cam_to_world,
+                       context_holes_seen=True)
+    return _task(earlier, target, need, context, range(1, target.num_frames), min_frame_fraction, min_needs_memory,
+                 variant=variant, room_seed=int(room_seed), attempts=1, info=dict(info or {}), name=name)
 
 
 def room_seed(split: str, index: int, first_room: int = 0) -> int:

@@ -18,7 +18,7 @@ files directly)::
 
 Depth is in the units of the camera translations (RealEstate10K poses have an arbitrary scale per clip;
 the depth that goes with them must share it). Where no depth files exist a ``depth_provider`` may supply
-depth from the frames (``provider(frames (T,3,H,W)) -> (T,H,W)``, the :mod:`mirage.depth` interface).
+depth from the frames (``provider(frames (T,3,H,W)) -> (T,H,W)``, the :mod:`mirage.perception.depth` interface).
 
 A clip whose camera file is malformed or truncated is left out of the index with a warning; a clip whose
 frames cannot be read when it is loaded is skipped with a warning and the next one is used.

@@ -88,13 +88,17 @@ def memory_need(target_depth: torch.Tensor, target_intrinsics: torch.Tensor, tar
                 context_depth: torch.Tensor, context_intrinsics: torch.Tensor, context_cam_to_world: torch.Tensor,
                 earlier_depth: torch.Tensor, earlier_intrinsics: torch.Tensor, earlier_cam_to_world: torch.Tensor,
                 target_exclude: torch.Tensor | None = None, context_exclude: torch.Tensor | None = None,
-                earlier_exclude: torch.Tensor | None = None, rel_tol: float = 0.03, abs_tol: float = 0.02
-                ) -> MemoryNeed:
+                earlier_exclude: torch.Tensor | None = None, rel_tol: float = 0.03, abs_tol: float = 0.02,
+                context_holes_seen: bool = False) -> MemoryNeed:
     """Classify every pixel of T target frames against C context frames and N earlier-pass frames.
 
     *_depth (T|C|N, H, W) metres at one image size; *_intrinsics (…, 3, 3) at that size; *_cam_to_world
     (…, 4, 4); *_exclude (…, H, W) bool, True on pixels that are not static scene (moving objects): they
     are never counted in the target and never vouch for a point in a source.
+
+    context_holes_seen: a context pixel without depth vouches for every point projecting there (a real sensor's
+    depth has holes where its image still shows the surface; without this, every point behind a hole of the
+    context frame would count as needing memory).
     """
     for name, d in (("target_depth", target_depth), ("context_depth", context_depth),
                     ("earlier_depth", earlier_depth)):
@@ -110,6 +114,10 @@ def memory_need(target_depth: torch.Tensor, target_intrinsics: torch.Tensor, tar
 
     valid = usable(target_depth, target_exclude)
     context_valid = usable(context_depth, context_exclude)
+    if context_holes_seen:  # a hole sees everything behind it: depth +inf, valid wherever not excluded
+        context_depth = torch.where(valid_depth_mask(context_depth), context_depth,
+                                    torch.full_like(context_depth, float("inf")))
+        context_valid = torch.ones_like(context_valid) if context_exclude is None else ~context_exclude.bool()
     earlier_valid = usable(earlier_depth, earlier_exclude)
     points = backproject_depth(target_depth.double(), target_intrinsics, target_cam_to_world)  # (T, H, W, 3)
     needs, unseen = torch.zeros_like(valid), torch.zeros_like(valid)

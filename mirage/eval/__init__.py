@@ -5,7 +5,7 @@ ablation variants and consistency scores (``mirage eval --variants``); imaginati
 from mirage.eval.closed_loop import FRAME_PRESETS, evaluation_clips, frame_metrics, loop_pairs
 from mirage.eval.consistency import CONSISTENCY_METRICS, consistency_metrics
 from mirage.eval.methods import METHODS, run_method
-from mirage.eval.metrics import LPIPSUnavailable, load_lpips, lpips_status, psnr, ssim, ssim_map
+from mirage.metrics import LPIPSUnavailable, load_lpips, lpips_status, psnr, ssim, ssim_map
 from mirage.eval.variants import ALL_VARIANTS, run_variant, variant_specs
 
 __all__ = ["FRAME_PRESETS", "evaluation_clips", "frame_metrics", "loop_pairs", "METHODS",

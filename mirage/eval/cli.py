@@ -13,6 +13,13 @@ Example::
 evaluates held-out memory tasks (:mod:`mirage.data.memory_task`: memory from an earlier pass, 33-frame
 excursions out of view, metrics on the returning frames that need memory, conditioning frame excluded).
 
+``--data tum:DIR`` runs the memory protocol on a TUM RGB-D sequence (:func:`mirage.data.tum.tum_memory_tasks`):
+the memory from frames of the sequence's first part, ``--scenes`` later windows of ``--frames`` frames (every
+``--frame-stride``-th) chosen where most of what they show is outside their first frame's view but in the memory::
+
+    mirage eval --model mirage-tiny --data tum:/data/rgbd_dataset_freiburg1_rpy --scenes 4 --frame-stride 2 \
+        --output runs/eval-tum
+
 ``--variants`` runs the ablations of :mod:`mirage.eval.variants` (the full method and each variant, on the same
 clips and seeds; without ``--methods`` only those rows). Every row is also scored for 3D and photometric
 consistency (:mod:`mirage.eval.consistency`; ``--no-consistency`` skips it).
@@ -59,10 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--earlier-frames", type=int, default=16, help="memory protocol: frames of the earlier pass")
     parser.add_argument("--min-needs-memory", type=float, default=None,
                         help="memory protocol: resample a path whose returning frames need memory less than this")
-    parser.add_argument("--data", choices=("synthetic", "re10k"), default="synthetic",
-                        help="held-out synthetic out-and-back scenes, or RealEstate10K-format clips (novel view only)")
+    parser.add_argument("--data", default="synthetic", metavar="synthetic|re10k|tum:DIR",
+                        help="held-out synthetic scenes (default), RealEstate10K-format clips (novel view only), or "
+                             "a TUM RGB-D sequence directory (tum:DIR, the memory protocol on real frames: memory "
+                             "from the first part, --scenes later windows that look back at seen places)")
     parser.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
-    parser.add_argument("--frame-stride", type=int, default=1, help="re10k: take every n-th frame")
+    parser.add_argument("--frame-stride", type=int, default=1, help="re10k, tum: take every n-th frame")
+    parser.add_argument("--memory-fraction", type=float, default=0.5,
+                        help="tum: share of the sequence (from the start) the memory frames come from")
+    parser.add_argument("--tum-camera", default=None,
+                        help="tum: calibration (fr1, fr2, fr3, ros_default; default: from the directory name)")
     parser.add_argument("--paths", nargs="+", default=["forward", "turn", "orbit"], help="outgoing path kinds")
     parser.add_argument("--num-dynamic", type=int, default=None,
                         help="moving objects per scene (default 0; 1 when the variants include no_dynamic_filter)")
@@ -123,6 +136,30 @@ def _memory_tasks(args, frames: int, image_size, seed0: int, excursions=None) ->
                                    earlier_frames=args.earlier_frames, num_dynamic=args.num_dynamic, **kw)
 
 
+def _data_source(text: str) -> tuple[str, str | None]:
+    """``--data`` -> (kind, directory): synthetic, re10k, or tum with its directory."""
+    if text in ("synthetic", "re10k"):
+        return text, None
+    if text.startswith("tum:") and len(text) > 4:
+        return "tum", text[4:]
+    raise ValueError(f"--data must be synthetic, re10k or tum:DIR (a TUM RGB-D sequence directory), got {text!r}")
+
+
+def _tum_tasks(args, directory: str, frames: int, image_size) -> tuple[list, str]:
+    from mirage.data.tum import TUMSequence, tum_memory_tasks
+
+    sequence = TUMSequence(directory, camera=args.tum_camera)
+    kw = {} if args.min_needs_memory is None else {"min_needs_memory": args.min_needs_memory}
+    tasks = tum_memory_tasks(sequence, image_size, args.scenes, frames, args.frame_stride, args.memory_fraction,
+                             args.earlier_frames, **kw)
+    skipped = "; ".join(f"{n} {why}" for why, n in sequence.skipped.items()) or "none"
+    source = (f"TUM RGB-D {sequence.name} ({len(sequence)} associated frames, camera {sequence.camera.name}"
+              f"{', undistorted' if sequence.undistort else ''}; left out: {skipped}); memory from "
+              f"{tasks[0].earlier.num_frames} frames of the first {args.memory_fraction:g}; windows starting at frames "
+              f"{[t.room_seed for t in tasks]}, stride {args.frame_stride}")
+    return tasks, source
+
+
 def _re10k_clips(args, frames: int, image_size) -> list:
     from mirage.data.re10k import RealEstate10KDataset
 
@@ -146,14 +183,17 @@ def main(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        data, data_dir = _data_source(args.data)
+        if data == "tum":
+            args.protocol = "memory"  # real frames: memory from the sequence's first part, later windows
         ablations, excursions = _split_variants(args)
         specs = variant_specs(ablations, args.depth_noise) if ablations else []
         methods = _methods(args, ablations=bool(specs))
         if args.num_dynamic is None:
             args.num_dynamic = 1 if any(not s.dynamic_filter for s in specs) else 0
         frames = _frames(args.frames or ("large" if args.protocol == "memory" else "medium"))
-        if args.protocol == "memory" and args.data != "synthetic":
-            raise ValueError("--protocol memory runs on synthetic rooms only (it needs an earlier pass)")
+        if args.protocol == "memory" and data == "re10k":
+            raise ValueError("--protocol memory runs on synthetic rooms or a TUM sequence (it needs an earlier pass)")
         sizes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k) is not None}
         world_model = load_world_model(args.model, **sizes)
         specs, resources, skipped = load_variant_resources(specs, world_model, args.single_stage_model,
@@ -161,10 +201,12 @@ def main(args) -> int:
         for name, reason in skipped.items():
             print(f"mirage eval: variant {name} skipped: {reason}", file=sys.stderr)
         seed0 = EVAL_SEED_OFFSET if args.scene_seed is None else args.scene_seed
-        if args.protocol == "memory":
+        if data == "tum":
+            clips, source = _tum_tasks(args, data_dir, frames, world_model.image_size)
+        elif args.protocol == "memory":
             clips = _memory_tasks(args, frames, world_model.image_size, seed0, excursions)
             source = f"memory tasks in synthetic room seeds {seed0}..{seed0 + args.scenes - 1}"
-        elif args.data == "re10k":
+        elif data == "re10k":
             clips = _re10k_clips(args, frames, world_model.image_size)
             source = f"re10k {args.data_root} ({len(clips)} clips)"
         else:

@@ -19,7 +19,8 @@ frame and turns or walks out of its view. Exactly:
   were seen by the earlier pass (:mod:`mirage.data.visibility`): what only the memory holds;
 * PSNR, SSIM, LPIPS: every frame but the conditioning ones vs the ground truth at its pose;
 * PSNR_C, SSIM_C, LPIPS_C: the scored frames vs the ground truth at their pose;
-* PSNR_self: the scored frames vs the method's own outgoing frames at the same pose (frame ``T-1-t``);
+* PSNR_self: the scored frames vs the method's own outgoing frames at the same pose (frame ``T-1-t``; NaN on a
+  target that is not out and back, e.g. a recorded path, :func:`~mirage.data.memory_task.recorded_memory_task`);
 * PSNR_M: PSNR over the needs-memory pixels of the scored frames only (one MSE over all of them);
 * needs_memory: the task's share of needs-memory pixels over its returning frames (same for every method).
 """
@@ -34,7 +35,7 @@ import torch
 
 from mirage.data.clip import Clip
 from mirage.data.synthetic import EVAL_SEED_OFFSET
-from mirage.eval.metrics import psnr, ssim
+from mirage.metrics import psnr, ssim
 
 __all__ = ["FRAME_PRESETS", "PROTOCOLS", "loop_pairs", "is_out_and_back", "evaluation_clips", "frame_metrics",
            "ClipScores", "memory_evaluation_tasks", "memory_frame_metrics", "masked_psnr"]
@@ -164,8 +165,9 @@ def memory_frame_metrics(generated: torch.Tensor, task, lpips: Callable[[torch.T
     else:
         gen, gt = generated[scored], truth[scored]
         mirror = [T - 1 - t for t in scored]
+        loop = is_out_and_back(task.target.cam_to_world)  # a recorded path has no outgoing twin frame
         values |= {"PSNR_C": psnr(gen, gt).mean().item(), "SSIM_C": ssim(gen, gt).mean().item(),
                    "LPIPS_C": lpips(gen, gt).mean().item() if lpips is not None else nan,
-                   "PSNR_self": psnr(gen, generated[mirror]).mean().item(),
+                   "PSNR_self": psnr(gen, generated[mirror]).mean().item() if loop else nan,
                    "PSNR_M": masked_psnr(gen, gt, task.needs_memory_mask[scored])}
     return ClipScores({k: (v if math.isfinite(v) or math.isnan(v) else nan) for k, v in values.items()})

@@ -6,7 +6,7 @@ it did not use what the memory holds where.
 
 :func:`memory_with_features` is the one place that builds a memory from given points and features. The memory's
 public API reads ``memory.points`` / ``memory.features`` but has no writer for them, so this helper swaps the
-value rows of a copy's point store (``_store``, a :class:`mirage.pointcloud.PointStore`); adapt it here, and only
+value rows of a copy's point store (``_store``, a :class:`mirage.memory.store.PointStore`); adapt it here, and only
 here, if the memory's storage changes.
 """
 

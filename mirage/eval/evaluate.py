@@ -14,7 +14,7 @@ from mirage.data.clip import Clip
 from mirage.data.memory_task import MemoryTask
 from mirage.eval.closed_loop import frame_metrics, is_out_and_back, memory_frame_metrics
 from mirage.eval.methods import ALL_METHODS, METHODS, run_method
-from mirage.eval.metrics import lpips_status
+from mirage.metrics import lpips_status
 from mirage.eval.report import side_by_side, still_frames, summarize, write_report
 from mirage.media import write_png, write_video
 
@@ -136,13 +136,16 @@ def _memory_notes(tasks: Sequence[MemoryTask], per_clip: dict, methods: Sequence
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     scored = mean([len(t.scored_frames) for t in tasks])
     psnr_m = {m: mean([v["PSNR_M"] for v in per_clip[m].values() if v["PSNR_M"] == v["PSNR_M"]]) for m in methods}
-    return [f"memory protocol: {len(tasks)} held-out rooms, memory seeded from a {tasks[0].earlier.num_frames}-frame "
+    recorded = all(not is_out_and_back(t.target.cam_to_world) for t in tasks)
+    items, frames = ("recorded windows", "later frames") if recorded else ("held-out rooms", "returning frames")
+    return [f"memory protocol: {len(tasks)} {items}, memory seeded from a {tasks[0].earlier.num_frames}-frame "
             f"earlier pass, context = frame 0 only; variants {sorted({t.variant for t in tasks})}",
-            f"needs memory (share of the returning frames' static pixels not seen by the context frame but seen "
+            f"needs memory (share of the {frames}' static pixels not seen by the context frame but seen "
             f"by the earlier pass): mean {mean([t.needs_memory for t in tasks]):.3f}, min "
             f"{min(t.needs_memory for t in tasks):.3f}; never seen by either: {mean([t.unseen for t in tasks]):.3f}",
             "PSNR/SSIM/LPIPS: every frame but the conditioning frame vs the ground truth at its pose; *_C: only the "
-            f"scored frames (returning frames with >= the task's minimum share needing memory; {scored:.1f} per "
-            "clip), conditioning frame excluded; PSNR_self: scored frames vs the method's own outgoing frames",
+            f"scored frames ({frames} with >= the task's minimum share needing memory; {scored:.1f} per "
+            "clip), conditioning frame excluded"
+            + ("" if recorded else "; PSNR_self: scored frames vs the method's own outgoing frames"),
             "PSNR_M (needs-memory pixels of the scored frames only): "
             + ", ".join(f"{m} {psnr_m[m]:.2f}" for m in methods)]

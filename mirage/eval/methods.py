@@ -18,7 +18,10 @@ Controls (:data:`CONTROLS`), which tell whether the memory's *content* is what h
 * ``empty``: an empty memory with the side branch on, never written: every readout is zeros with an all-false
   mask, the honest "no content" input (what ``none`` was before the memory protocol);
 * ``oracle``: an upper bound: the memory frames and the ground truth of every target frame, never overwritten
-  by generated frames.
+  by generated frames;
+* ``repeat_first``: no model at all: every frame is the first (conditioning) frame, as the rollout returns it
+  (8-bit). What a predictor that does not know the camera moved scores; a method that does not beat it has learnt
+  nothing about the camera path.
 
 Every method starts from the same first frame, cameras, seed and depth source, so differences come from the
 memory alone.
@@ -32,16 +35,17 @@ from typing import Callable
 import torch
 
 from mirage.data.clip import Clip
-from mirage.depth import GivenDepth
+from mirage.perception.depth import GivenDepth
 from mirage.eval.controls import SHUFFLE_SEED, shuffled_memory
 from mirage.memory import RGBPointCloudMemory
 
 __all__ = ["METHODS", "CONTROLS", "ALL_METHODS", "MEMORY_METHODS", "method_memory", "run_method"]
 
 METHODS = ("latent", "rgb_cache", "none", "reprojection")
-CONTROLS = ("shuffled", "empty", "oracle")
+CONTROLS = ("shuffled", "empty", "oracle", "repeat_first")
 ALL_METHODS = METHODS + CONTROLS
-MEMORY_METHODS = ("latent", "shuffled", "empty", "none", "rgb_cache", "reprojection", "oracle")  # memory protocol
+MEMORY_METHODS = ("latent", "shuffled", "empty", "none", "rgb_cache", "reprojection", "oracle",
+                  "repeat_first")  # memory protocol
 
 
 @contextmanager
@@ -74,7 +78,7 @@ def method_memory(method: str, world_model, clip: Clip, memory_frames: Clip | No
     if tuple(sources.image_size) != tuple(world_model.image_size):
         raise ValueError(f"memory frames {sources.name!r} are {sources.image_size}, the model works at "
                          f"{world_model.image_size}")
-    if method == "none":
+    if method in ("none", "repeat_first"):
         return None, {"mode": "no_memory"}
     if method == "rgb_cache":
         memory = RGBPointCloudMemory(world_model.encode_images, channels=world_model.latent_channels,
@@ -112,6 +116,9 @@ def run_method(method: str, world_model, clip: Clip, *, seed: int = 0, num_infer
         raise ValueError(f"clip {clip.name!r} is {clip.image_size}, the model works at {world_model.image_size}")
     if clip.depth is None:
         raise ValueError(f"clip {clip.name!r} has no depth: the memory cannot be seeded")
+    if method == "repeat_first":  # the first frame as the rollout returns it (8-bit), at every pose
+        first = (clip.rgb[0].clamp(0, 1) * 255).round() / 255
+        return first.expand(clip.num_frames, *first.shape).clone()
     provider = GivenDepth(clip.depth) if gt_depth else None
     kw = dict(first_frame=clip.rgb[0], seed=seed, num_inference_steps=num_inference_steps, progress=progress)
     with _depth_provider(world_model, provider):

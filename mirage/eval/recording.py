@@ -12,12 +12,12 @@ A *recording* is a :class:`~mirage.data.clip.Clip` of every frame of a drive in 
    stride ``s`` (and to ``max_frames``);
 4. **imagine**: every method of :mod:`mirage.eval.methods` (default ``latent`` and ``none``) rolls out along those
    poses with the recorded intrinsics; the depth of generated frames is the model's own provider (default: the
-   memory's depth, :class:`~mirage.depth.ReadoutDepth`), never the later recording;
+   memory's depth, :class:`~mirage.perception.depth.ReadoutDepth`), never the later recording;
 5. **compare** each imagined frame ``t >= 1`` with the frame recorded at that pose: PSNR and SSIM over the whole
    frame, and split by the **observed / imagined mask**: ``memory.visibility`` of the latent memory built in step 2
    at the target camera (latent cells, each covering its block of pixels): ``covered`` pixels show something the
    memory holds, ``uncovered`` ones only the model can fill. PSNR per part is one MSE over its pixels, SSIM per
-   part the mean of the local SSIM map (:func:`mirage.eval.metrics.ssim_map`) over the windows wholly inside it. LPIPS
+   part the mean of the local SSIM map (:func:`mirage.metrics.ssim_map`) over the windows wholly inside it. LPIPS
    (whole frame only) when its weights are local. 3D / photometric consistency of the imagined frames against the
    recorded depth and poses (:mod:`mirage.eval.consistency`).
 
@@ -97,7 +97,7 @@ def coverage_masks(world_model, memory_frames: Clip, target: Clip) -> torch.Tens
 def masked_ssim(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, window_size: int = 11) -> float:
     """Mean local SSIM over the windows lying wholly inside ``mask`` (N, H, W) (a window that straddles the mask's
     edge belongs to neither part); images (N, 3, H, W) in [0, 1]. NaN when no window fits inside."""
-    from mirage.eval.metrics import ssim_map
+    from mirage.metrics import ssim_map
 
     local = ssim_map(prediction, target, window_size=window_size).mean(1)  # (N, H', W')
     outside = (~mask.bool())[:, None].float()
@@ -113,7 +113,7 @@ def frame_scores(generated: torch.Tensor, truth: torch.Tensor, covered: torch.Te
     """Per frame of (T, 3, H, W) videos (frame 0, the conditioning frame, included; callers drop it):
     :data:`RECORDING_METRICS` with ``covered`` (T, H, W) bool the observed / imagined mask."""
     from mirage.eval.closed_loop import masked_psnr
-    from mirage.eval.metrics import psnr, ssim
+    from mirage.metrics import psnr, ssim
 
     if generated.shape != truth.shape or tuple(covered.shape) != (truth.shape[0], *truth.shape[-2:]):
         raise ValueError(f"shapes do not fit: generated {tuple(generated.shape)}, recorded {tuple(truth.shape)}, "
@@ -163,7 +163,7 @@ def evaluate_recording(world_model, recording: Clip, output_dir: str | os.PathLi
     from mirage.eval.closed_loop import masked_psnr
     from mirage.eval.consistency import CONSISTENCY_HIGHER_IS_BETTER, CONSISTENCY_METRICS, consistency_metrics
     from mirage.eval.methods import ALL_METHODS, run_method
-    from mirage.eval.metrics import lpips_status
+    from mirage.metrics import lpips_status
     from mirage.eval.report import markdown_table, side_by_side
     from mirage.media import write_png, write_video
 

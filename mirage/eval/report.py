@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -130,13 +129,3 @@ def still_frames(video: np.ndarray, frames, count: int = 2, scale: int = 2) -> n
     stacked = np.concatenate([video[i] for i in picks], axis=0)
     return stacked.repeat(scale, axis=0).repeat(scale, axis=1)
 
-
-def __getattr__(name: str):
-    # ``write_video`` moved to mirage.media (the project's one video writer); this name stays one release.
-    if name == "write_video":
-        warnings.warn("mirage.eval.report.write_video moved to mirage.media.write_video", DeprecationWarning,
-                      stacklevel=2)
-        from mirage.media import write_video
-
-        return write_video
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ latent memory (:class:`~mirage.memory.LatentSpatialMemory`) of the evaluated mod
 * **the dynamic-object filter on**: the memory frames are stored without their moving-object pixels (the
   clip's ground-truth masks); every generated frame written to the memory is excluded where the ground truth
   has moving objects at that time (the rollout's ``exclude`` hook: the answer a perfect segmenter gives for the
-  true scene), and the rollout's geometric inconsistency test (:func:`mirage.dynamic.inconsistency_mask`) runs;
+  true scene), and the rollout's geometric inconsistency test (:func:`mirage.perception.exclusion.inconsistency_mask`) runs;
 * **ground-truth depth** for the memory frames and for every generated frame (``GivenDepth``);
 * the **two-stage** model being evaluated.
 
@@ -24,9 +24,9 @@ The ablations (:data:`ABLATIONS`):
   (``--num-dynamic``);
 * ``single_stage``: the full method with another model, trained with side branch and LoRA together from the
   start (``--single-stage-model DIR``; skipped with a message when not given or not found);
-* ``depth_readout``: generated frames take the memory's own depth at their view (:class:`~mirage.depth.ReadoutDepth`,
+* ``depth_readout``: generated frames take the memory's own depth at their view (:class:`~mirage.perception.depth.ReadoutDepth`,
   the default of a model without a depth network);
-* ``depth_mono``: generated frames take a monocular estimator's depth (:class:`~mirage.depth.DepthAnythingProvider`
+* ``depth_mono``: generated frames take a monocular estimator's depth (:class:`~mirage.perception.depth.DepthAnythingProvider`
   from a local directory, ``--depth-model DIR`` or ``$MIRAGE_DEPTH_MODEL``; skipped with a message otherwise),
   scale-aligned to the memory by the rollout when it is relative;
 * ``depth_noise_<sigma>``: every depth map the memory gets (memory frames and generated frames) multiplied by
@@ -36,6 +36,14 @@ The ablations (:data:`ABLATIONS`):
 
 The depth-source variants change the depth of *generated* frames (the memory update, Eq. 6); the memory frames
 keep the sensor's (here: ground-truth) depth, as on a robot, except under ``depth_noise``.
+
+The reference implementation's inference choices (``--variants reference``, :data:`REFERENCE_VARIANTS`; issue 20),
+each the full method with one switch, ``inference``, a set of :class:`~mirage.pipeline.WorldModelConfig` overrides:
+``ref_chunk_seed`` (chunks seeded by the previous chunk's last denoised latent), ``ref_memory_append`` (no voxel
+dedup), ``ref_preceding`` (2 earlier latents appended after the window), ``ref_frames`` (up to 4 latents retrieved
+by voxel IoU, prepended), ``ref_guidance`` (classifier-free guidance 5.0 with the empty negative prompt: with the
+empty prompt, the identity at twice the passes) and ``reference_inference`` (all of them but guidance, which the
+reference leaves off: its ``no_cfg``).
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ import torch
 import torch.nn.functional as F
 
 from mirage.data.clip import Clip
-from mirage.depth import GivenDepth, ReadoutDepth
+from mirage.perception.depth import GivenDepth, ReadoutDepth
+from mirage.pipeline.config import REFERENCE_INFERENCE
 
-__all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "DEFAULT_DEPTH_NOISE", "NO_INCONSISTENCY_TEST",
+__all__ = ["VariantSpec", "FULL", "ABLATIONS", "ALL_VARIANTS", "REFERENCE_VARIANTS", "DEFAULT_DEPTH_NOISE",
+           "NO_INCONSISTENCY_TEST",
            "DEPTH_MODEL_ENV", "VariantResources", "variant_specs", "load_variant_resources", "noisy_depth",
            "variant_memory", "run_variant"]
 
@@ -74,6 +84,7 @@ class VariantSpec:
     depth: str = "gt"            # gt | readout | mono | noise: depth of generated frames (noise: of every frame)
     depth_noise: float = 0.0     # sigma of the log-normal per-cell noise (depth == "noise")
     model: str = "main"          # main | single_stage
+    inference: tuple = ()        # ((WorldModelConfig field, value), ...) for the rollout: reference inference
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -99,6 +110,20 @@ _ABLATIONS = {
 }
 ABLATIONS = (*_ABLATIONS, "depth_noise")
 ALL_VARIANTS = ("full", *ABLATIONS)
+_REFERENCE_SWITCHES = {
+    "ref_chunk_seed": (("chunk_seed", "denoised"),),
+    "ref_memory_append": (("memory_update", "append"),),
+    "ref_preceding": (("preceding_latent_frames", 2),),
+    "ref_frames": (("reference_frames", 4),),
+    "ref_guidance": (("guidance_scale", 5.0),),
+}
+_REFERENCE = {
+    **{name: dict(inference=switch, description="reference inference: " + ", ".join(f"{k}={v}" for k, v in switch))
+       for name, switch in _REFERENCE_SWITCHES.items()},
+    "reference_inference": dict(inference=tuple(REFERENCE_INFERENCE.items()),
+                                description="reference inference: all of the above but guidance"),
+}
+REFERENCE_VARIANTS = tuple(_REFERENCE)
 
 
 def variant_specs(names: Sequence[str], depth_noise: Sequence[float] = DEFAULT_DEPTH_NOISE) -> list[VariantSpec]:
@@ -107,11 +132,11 @@ def variant_specs(names: Sequence[str], depth_noise: Sequence[float] = DEFAULT_D
     "depth_noise" gives one spec per sigma in ``depth_noise`` (named ``depth_noise_<sigma>``).
     """
     names = [n for text in names for n in str(text).split(",") if n]
-    unknown = [n for n in names if n != "all" and n not in ALL_VARIANTS]
+    unknown = [n for n in names if n not in ("all", "reference", *ALL_VARIANTS, *REFERENCE_VARIANTS)]
     if unknown or not names:
-        raise ValueError(f"unknown variants {unknown}; choose from all, {', '.join(ALL_VARIANTS)}")
-    if "all" in names:
-        names = list(ALL_VARIANTS)
+        raise ValueError(f"unknown variants {unknown}; choose from all, reference, "
+                         f"{', '.join(ALL_VARIANTS + REFERENCE_VARIANTS)}")
+    names = [m for n in names for m in {"all": ALL_VARIANTS, "reference": REFERENCE_VARIANTS}.get(n, (n,))]
     specs = [FULL]
     for name in dict.fromkeys(names):
         if name == "full":
@@ -123,7 +148,7 @@ def variant_specs(names: Sequence[str], depth_noise: Sequence[float] = DEFAULT_D
                                   description=f"log-normal depth noise, sigma {s:g} per latent cell")
                       for s in depth_noise]
         else:
-            specs.append(VariantSpec(name, **_ABLATIONS[name]))
+            specs.append(VariantSpec(name, **{**_ABLATIONS, **_REFERENCE}[name]))
     return specs
 
 
@@ -160,7 +185,7 @@ def load_variant_resources(specs: Sequence[VariantSpec], world_model, single_sta
         elif not os.path.isdir(path):
             skipped["depth_mono"] = f"monocular depth directory {path} does not exist"
         else:
-            from mirage.depth import DepthAnythingProvider
+            from mirage.perception.depth import DepthAnythingProvider
 
             resources.mono_depth = DepthAnythingProvider.from_pretrained(path, device=world_model.device)
     runnable = [s for s in specs if s.name not in skipped]
@@ -186,9 +211,11 @@ def _noise_seed(name: str, seed: int, salt: int) -> int:
 
 @contextmanager
 def _variant_settings(model, spec: VariantSpec, provider):
-    """The model with the variant's depth provider and, without the dynamic filter, no inconsistency test."""
+    """The model with the variant's depth provider, its inference overrides and, without the dynamic filter, no
+    inconsistency test."""
     previous_provider, previous_config = model.depth_provider, model.config
     model.depth_provider = provider
+    model.config = replace(model.config, **dict(spec.inference))
     if not spec.dynamic_filter:
         model.config = replace(model.config, inconsistency_threshold=NO_INCONSISTENCY_TEST)
     try:
@@ -207,6 +234,8 @@ def variant_memory(spec: VariantSpec, model):
         from mirage.memory.pixel_lift import PixelLiftMemory
 
         return PixelLiftMemory(channels=model.latent_channels, device=model.device)
+    if dict(spec.inference).get("memory_update") == "append":
+        return model.new_memory(voxel_size=None)
     return model.new_memory()
 
 

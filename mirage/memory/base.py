@@ -23,6 +23,7 @@ from mirage.memory.export import PCABasis, subsample_indices
 from mirage.memory.io import load_store, save_store, write_ply
 from mirage.memory.protocol import Readout
 from mirage.memory.store import NEUTRAL_GREY, PointStore, voxel_keys
+from mirage.ops import check_backend
 
 __all__ = ["PointMemory"]
 
@@ -52,6 +53,17 @@ class PointMemory:
         self.version = 0
         self._pca: PCABasis | None = None
         self._store = PointStore.empty(int(value_channels), torch.device(device), dtype, self.KEEPS_COLORS)
+        self._zbuffer_backend = "auto"
+
+    @property
+    def zbuffer_backend(self) -> str:
+        """Which z-buffer reads use: "auto" (the Triton kernel on CUDA when it imports, else torch), "torch" or
+        "triton" (:func:`mirage.ops.rasterize`). A runtime choice, kept by :meth:`copy`, not saved."""
+        return self._zbuffer_backend
+
+    @zbuffer_backend.setter
+    def zbuffer_backend(self, backend: str) -> None:
+        self._zbuffer_backend = check_backend(backend)
 
     @property
     def points(self) -> torch.Tensor:

@@ -14,6 +14,8 @@ import os
 import numpy as np
 import torch
 
+from mirage.durable import durable_replace
+
 __all__ = ["save_store", "load_store", "write_ply", "read_ply", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -23,7 +25,8 @@ _REQUIRED = ("points", "values", "stamps")
 def save_store(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str, config: dict) -> None:
     """Write ``tensors`` (at least points, values, stamps) and ``config`` to a .safetensors file.
 
-    Written to ``<path>.tmp`` and renamed over ``path``, so a reader never sees half a file.
+    Written to ``<path>.tmp`` and renamed over ``path`` durably (:func:`mirage.durable.durable_replace`), so a
+    reader never sees half a file, and a power cut leaves the old file or the new one.
     """
     from safetensors.torch import save_file
 
@@ -36,7 +39,7 @@ def save_store(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: 
     tmp = f"{os.fspath(path)}.tmp"
     try:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -114,7 +117,7 @@ def write_ply(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray) -> None
     with open(tmp, "wb") as f:
         f.write(header.encode("ascii"))
         f.write(vertex.tobytes())
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
 
 
 def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from mirage.camera import scale_intrinsics
-from mirage.memory.base import PointMemory
+from mirage.memory.latent_features import LatentFeatureMemory, describe_shape
 from mirage.memory.lifting import check_frames, check_rgb, lift_frames, pool_colors
 from mirage.memory.protocol import Encoder, Readout
 from mirage.memory.readout import check_views, read_points
@@ -24,11 +24,7 @@ from mirage.ops import rasterize
 __all__ = ["LatentSpatialMemory"]
 
 
-def _shape(x) -> object:
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-class LatentSpatialMemory(PointMemory):
+class LatentSpatialMemory(LatentFeatureMemory):
     """Persistent cache M = {(p_i, f_i)}: points (N, 3) float32 in the world frame, features (N, C), and the
     observed colour of each point (N, 3) uint8 (neutral grey when inserted without RGB).
 
@@ -47,40 +43,10 @@ class LatentSpatialMemory(PointMemory):
 
     FORMAT = "mirage.LatentSpatialMemory"
     KIND = "latent"
-    KEEPS_COLORS = True
 
     def __init__(self, channels: int = 48, voxel_size: float | None = 0.05, max_points: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        if int(channels) <= 0:
-            raise ValueError(f"channels must be positive, got {channels}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
         super().__init__(channels, voxel_size, max_points, device, dtype)
-        self.channels = int(channels)
-
-    @property
-    def features(self) -> torch.Tensor:
-        """(N, C) features in the memory dtype."""
-        return self._store.values
-
-    @property
-    def colors(self) -> torch.Tensor:
-        """(N, 3) uint8 observed colour of each point (mean RGB of its cell's valid-depth pixels)."""
-        return self._store.colors
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._store.values.dtype
-
-    def __repr__(self) -> str:
-        return (f"LatentSpatialMemory(points={len(self)}, channels={self.channels}, voxel_size={self.voxel_size}, "
-                f"max_points={self.max_points}, device={self.device}, dtype={self.dtype})")
-
-    def to(self, device=None, dtype=None) -> "LatentSpatialMemory":
-        """Move points and features (in place) to ``device``; cast features to ``dtype``. Returns self."""
-        if dtype is not None and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
-        return super().to(device, dtype)
 
     # ------------------------------------------------------------------ observe / insert
     def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
@@ -98,11 +64,11 @@ class LatentSpatialMemory(PointMemory):
         if latents is None and encode is None:
             raise ValueError("observe_batch needs latents (T, C, h, w) or an encode callable, got neither")
         if latents is not None:
-            self._check_latents(latents, depth.shape, "latents")
+            self.check_latents(latents, depth.shape, "latents")
         else:
             # 2. Encode, and hold the encoder's output to the same contract.
             latents = encode(rgb)
-            self._check_latents(latents, depth.shape, "encode(rgb)")
+            self.check_latents(latents, depth.shape, "encode(rgb)")
         # 3. Lift and commit.
         return self._store_frames(latents, depth, intrinsics, cam_to_world, exclude, rgb)
 
@@ -117,14 +83,14 @@ class LatentSpatialMemory(PointMemory):
         frame that share a voxel). Raises ValueError on bad input, leaving the memory unchanged.
         """
         if not isinstance(latent, torch.Tensor) or latent.ndim != 3:
-            raise ValueError(f"latent must be a (C, h, w) tensor, got {_shape(latent)}")
+            raise ValueError(f"latent must be a (C, h, w) tensor, got {describe_shape(latent)}")
         for name, x, nd in (("depth", depth, 2), ("cam_to_world", cam_to_world, 2)):
             if not isinstance(x, torch.Tensor) or x.ndim != nd:
-                raise ValueError(f"{name} must be a {nd}-D tensor, got {_shape(x)}")
+                raise ValueError(f"{name} must be a {nd}-D tensor, got {describe_shape(x)}")
         if exclude is not None and (not isinstance(exclude, torch.Tensor) or exclude.ndim != 2):
             raise ValueError("exclude must be an (H, W) bool tensor")
         if rgb is not None and (not isinstance(rgb, torch.Tensor) or rgb.ndim != 3):
-            raise ValueError(f"rgb must be a (3, H, W) tensor, got {_shape(rgb)}")
+            raise ValueError(f"rgb must be a (3, H, W) tensor, got {describe_shape(rgb)}")
         return self.insert_batch(latent[None], depth[None], intrinsics, cam_to_world[None],
                                  None if exclude is None else exclude[None], None if rgb is None else rgb[None])
 
@@ -138,29 +104,12 @@ class LatentSpatialMemory(PointMemory):
         grey colours). Returns the number of cells written.
         """
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
-            raise ValueError(f"latents must be a (T, C, h, w) tensor, got {_shape(latents)}")
+            raise ValueError(f"latents must be a (T, C, h, w) tensor, got {describe_shape(latents)}")
         depths, intrinsics, cam_to_world, exclude = check_frames(depths, intrinsics, cam_to_world, exclude)
-        self._check_latents(latents, depths.shape, "latents")
+        self.check_latents(latents, depths.shape, "latents")
         if rgb is not None:
             check_rgb(rgb, depths)
         return self._store_frames(latents, depths, intrinsics, cam_to_world, exclude, rgb)
-
-    def _check_latents(self, latents, depth_shape, name: str) -> None:
-        T, H, W = depth_shape
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
-            raise ValueError(f"{name} must be a (T, C, h, w) tensor, got {_shape(latents)}")
-        if not latents.is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {latents.dtype}")
-        if latents.shape[1] != self.channels:
-            raise ValueError(f"latent channel mismatch: memory has {self.channels} channels, {name} has "
-                             f"{latents.shape[1]}")
-        if latents.shape[0] != T:
-            raise ValueError(f"got {latents.shape[0]} latent frames ({name}) but {T} depth maps")
-        h, w = latents.shape[-2:]
-        if H % h or W % w:
-            raise ValueError(f"latent grid {h}x{w} ({name}) does not divide the depth image {H}x{W}")
-        if not torch.isfinite(latents).all():
-            raise ValueError(f"{name} have non-finite values")
 
     def _store_frames(self, latents, depths, intrinsics, cam_to_world, exclude, rgb) -> int:
         """Lift checked frames and commit: latents (T, C, h, w), depths (T, H, W), K (T, 3, 3), c2w (T, 4, 4)."""
@@ -189,7 +138,8 @@ class LatentSpatialMemory(PointMemory):
         store = self._store  # one snapshot: an insert on another thread swaps in a new store, never edits it
         device = store.points.device
         K = scale_intrinsics(K.to(device, torch.float32), image_size, latent_size)
-        return read_points(store.points, store.values, K, cam_to_world.to(device, torch.float32), latent_size, near)
+        return read_points(store.points, store.values, K, cam_to_world.to(device, torch.float32), latent_size, near,
+                           backend=self.zbuffer_backend)
 
     def visibility(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
                    latent_size: tuple[int, int], near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,16 +147,6 @@ class LatentSpatialMemory(PointMemory):
         K, cam_to_world, image_size, (h, w) = check_views(intrinsics, cam_to_world, image_size, latent_size, near)
         points = self._store.points
         K = scale_intrinsics(K.to(points.device, torch.float32), image_size, (h, w))
-        winner, depth = rasterize(points, K, cam_to_world.to(points.device, torch.float32), h, w, near)
+        winner, depth = rasterize(points, K, cam_to_world.to(points.device, torch.float32), h, w, near,
+                                  backend=self.zbuffer_backend)
         return winner >= 0, depth
-
-    # ------------------------------------------------------------------ persistence
-    def _config(self) -> dict:
-        return {"channels": self.channels, **super()._config()}
-
-    @classmethod
-    def _from_config(cls, config: dict, values: torch.Tensor) -> "LatentSpatialMemory":
-        if values.shape[1] != config["channels"]:
-            raise ValueError(f"features have {values.shape[1]} channels, metadata says {config['channels']}")
-        return cls(channels=config["channels"], voxel_size=config["voxel_size"], max_points=config["max_points"],
-                   dtype=values.dtype)

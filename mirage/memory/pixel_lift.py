@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mirage.memory.base import PointMemory
+from mirage.memory.latent_features import LatentFeatureMemory
 from mirage.memory.lifting import check_frames, check_grid_sizes, check_rgb, lift_frames, pool_depth, to_uint8_colors
 from mirage.memory.protocol import Encoder, Readout
 from mirage.memory.readout import check_views, pixel_visibility, read_points
@@ -46,7 +46,7 @@ def pool_features(features: torch.Tensor, covered: torch.Tensor, grid_size: tupl
     return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
 
 
-class PixelLiftMemory(PointMemory):
+class PixelLiftMemory(LatentFeatureMemory):
     """Upsampled latent features (N, C) at one world point per pixel (N, 3), with observed colours (N, 3) uint8.
 
     Args:
@@ -60,30 +60,6 @@ class PixelLiftMemory(PointMemory):
 
     FORMAT = "mirage.PixelLiftMemory"
     KIND = "pixel_lift"
-    KEEPS_COLORS = True
-
-    def __init__(self, channels: int = 48, voxel_size: float | None = None, max_points: int | None = None,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        if int(channels) <= 0:
-            raise ValueError(f"channels must be positive, got {channels}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
-        super().__init__(channels, voxel_size, max_points, device, dtype)
-        self.channels = int(channels)
-
-    @property
-    def features(self) -> torch.Tensor:
-        """(N, C) per-pixel features in the memory dtype."""
-        return self._store.values
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._store.values.dtype
-
-    def __repr__(self) -> str:
-        return (f"PixelLiftMemory(points={len(self)}, channels={self.channels}, voxel_size={self.voxel_size}, "
-                f"max_points={self.max_points}, device={self.device}, dtype={self.dtype})")
-
     # ------------------------------------------------------------------ observe
     def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
                       cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None, *,
@@ -99,16 +75,12 @@ class PixelLiftMemory(PointMemory):
         check_rgb(rgb, depth)
         if latents is None and encode is None:
             raise ValueError("observe_batch needs latents (T, C, h, w) or an encode callable, got neither")
-        if latents is None:
+        if latents is not None:
+            self.check_latents(latents, depth.shape, "latents")
+        else:
             latents = encode(rgb)
+            self.check_latents(latents, depth.shape, "encode(rgb)")
         T, H, W = depth.shape
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[:2] != (T, self.channels):
-            raise ValueError(f"latents must be ({T}, {self.channels}, h, w), got "
-                             f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
-        if H % latents.shape[-2] or W % latents.shape[-1]:
-            raise ValueError(f"latent grid {tuple(latents.shape[-2:])} does not divide the image {H}x{W}")
-        if not torch.isfinite(latents).all():
-            raise ValueError("latents have non-finite values")
         # 2. Upsample the features and lift one point per valid pixel.
         dev = self.device
         features = upsample_latents(latents.to(dev), (H, W))  # (T, C, H, W)
@@ -135,7 +107,7 @@ class PixelLiftMemory(PointMemory):
         store = self._store  # one snapshot (copy-on-write updates)
         device = store.points.device
         pixels = read_points(store.points, store.values, K.to(device, torch.float32),
-                             cam_to_world.to(device, torch.float32), size, near)
+                             cam_to_world.to(device, torch.float32), size, near, backend=self.zbuffer_backend)
         cell_depth, cell_mask = pool_depth(pixels.depth, (h, w))
         features = pool_features(pixels.features, pixels.mask, (h, w))
         features = torch.where(cell_mask[:, None], features, torch.zeros_like(features)).to(self.dtype)
@@ -144,15 +116,5 @@ class PixelLiftMemory(PointMemory):
     def visibility(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
                    latent_size: tuple[int, int], near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
         """mask (T, h, w) and depth (T, h, w) of :meth:`read_batch`, without gathering features."""
-        return pixel_visibility(self._store.points, intrinsics, cam_to_world, image_size, latent_size, near)
-
-    # ------------------------------------------------------------------ persistence
-    def _config(self) -> dict:
-        return {"channels": self.channels, **super()._config()}
-
-    @classmethod
-    def _from_config(cls, config: dict, values: torch.Tensor) -> "PixelLiftMemory":
-        if values.shape[1] != config["channels"]:
-            raise ValueError(f"features have {values.shape[1]} channels, metadata says {config['channels']}")
-        return cls(channels=config["channels"], voxel_size=config["voxel_size"], max_points=config["max_points"],
-                   dtype=values.dtype)
+        return pixel_visibility(self._store.points, intrinsics, cam_to_world, image_size, latent_size, near,
+                                backend=self.zbuffer_backend)

@@ -36,16 +36,17 @@ def check_views(intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size
 
 def read_points(
     points: torch.Tensor, values: torch.Tensor, intrinsics: torch.Tensor, cam_to_world: torch.Tensor,
-    grid_size: tuple[int, int], near: float,
+    grid_size: tuple[int, int], near: float, backend: str = "auto",
 ) -> Readout:
     """Z-buffered readout of (N, 3) points with (N, C) values into T views of a (h, w) grid, one scatter.
 
     intrinsics (T, 3, 3) at the grid; cam_to_world (T, 4, 4). Returns a T-leading :class:`Readout`
-    whose features are (T, C, h, w) in the values' dtype (zeros where unseen).
+    whose features are (T, C, h, w) in the values' dtype (zeros where unseen). ``backend``: the z-buffer
+    implementation (:func:`mirage.ops.rasterize`).
     """
     h, w = grid_size
     T = intrinsics.shape[0]
-    winner, depth = rasterize(points, intrinsics, cam_to_world, h, w, near)  # (T, h, w)
+    winner, depth = rasterize(points, intrinsics, cam_to_world, h, w, near, backend=backend)  # (T, h, w)
     mask = winner >= 0
     if values.shape[0] == 0:
         features = torch.zeros(T, h, w, values.shape[1], dtype=values.dtype, device=values.device)
@@ -56,7 +57,7 @@ def read_points(
 
 
 def pixel_visibility(points: torch.Tensor, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size,
-                     latent_size, near: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     latent_size, near: float, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Visibility of per-pixel points at the latent grid: z-buffer at pixel resolution, then the cell rule.
 
     points (N, 3); intrinsics (3, 3) | (T, 3, 3) at ``image_size``; cam_to_world (T, 4, 4). Returns the cell mask
@@ -67,6 +68,6 @@ def pixel_visibility(points: torch.Tensor, intrinsics: torch.Tensor, cam_to_worl
 
     K, cam_to_world, (H, W), grid = check_views(intrinsics, cam_to_world, image_size, latent_size, near)
     _, depth = rasterize(points, K.to(points.device, torch.float32), cam_to_world.to(points.device, torch.float32),
-                         H, W, near)
+                         H, W, near, backend=backend)
     cell_depth, cell_mask = pool_depth(depth, grid)
     return cell_mask, cell_depth

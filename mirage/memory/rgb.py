@@ -124,7 +124,7 @@ class RGBPointCloudMemory(PointMemory):
         store = self._store  # one snapshot (copy-on-write updates)
         device = store.points.device
         out = read_points(store.points, store.values, K.to(device, torch.float32),
-                          cam_to_world.to(device, torch.float32), size, near)
+                          cam_to_world.to(device, torch.float32), size, near, backend=self.zbuffer_backend)
         return out.features.float() / 255.0, out.mask, out.depth
 
     def render(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
@@ -167,7 +167,8 @@ class RGBPointCloudMemory(PointMemory):
     def visibility(self, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size: tuple[int, int],
                    latent_size: tuple[int, int], near: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
         """mask (T, h, w) and depth (T, h, w) of :meth:`read_batch`, without colours or encoding."""
-        return pixel_visibility(self._store.points, intrinsics, cam_to_world, image_size, latent_size, near)
+        return pixel_visibility(self._store.points, intrinsics, cam_to_world, image_size, latent_size, near,
+                                backend=self.zbuffer_backend)
 
     # ------------------------------------------------------------------ persistence / export
     def _display_features(self, store: PointStore) -> torch.Tensor:

@@ -14,8 +14,9 @@ Typical use::
 Modules: ``configs`` (tiny / 5B shapes), ``backbone`` (loading, VAE normalisation, prompt cache, offload),
 ``patch_autoencoder`` (the per-frame autoencoder of mirage-tiny v2, temporal stride 1),
 ``side_branch`` (MemorySideBranch), ``camera_embedding`` (Plücker rays), ``transformer``
-(MirageTransformer), ``lora``, ``checkpoints`` (our adapter files), ``reference`` (the paper's reference
-checkpoints), ``summary`` (parameter counts).
+(MirageTransformer), ``lora``, ``checkpoints`` (our adapter files), ``reference`` (loading the paper's
+reference weights), ``reference_keys`` (their tensor names), ``reference_hint`` (their 96-channel hint folded into
+ours), ``summary`` (parameter counts).
 """
 
 from mirage.models.backbone import Backbone, build_backbone, load_backbone
@@ -24,7 +25,8 @@ from mirage.models.camera_embedding import PluckerEmbedding, latent_rays
 from mirage.models.configs import LATENT_CHANNELS, WAN22_5B_HUB_ID
 from mirage.models.lora import LORA_TARGETS, add_lora, lora_state_dict, merge_lora, remove_lora
 from mirage.models.patch_autoencoder import PatchAutoencoder
-from mirage.models.reference import ConversionReport, load_reference_checkpoint, reference_to_mirage_key
+from mirage.models.reference import ConversionReport, load_reference_checkpoint
+from mirage.models.reference_keys import reference_to_mirage_key
 from mirage.models.side_branch import MemoryHintBlock, MemorySideBranch, default_injection_layers
 from mirage.models.summary import count_parameters, summarize
 from mirage.models.transformer import MirageTransformer, per_token_timesteps

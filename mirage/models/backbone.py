@@ -41,6 +41,7 @@ from mirage.models.configs import (
 from mirage.models.dtypes import cast_module
 from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.models.placement import EXECUTION_DEVICE_ATTR, execution_device
+from mirage.models.summary import count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -308,9 +309,14 @@ class Backbone:
             if module is not None:
                 setattr(module, EXECUTION_DEVICE_ATTR, device)
 
-    def __repr__(self) -> str:
-        from mirage.models.summary import count_parameters
+    def parameter_summary(self) -> tuple[dict, object]:
+        """Parameter counts of the parts and the transformer's config (:func:`mirage.models.summarize`)."""
+        counts = {"transformer": count_parameters(self.transformer), "vae": count_parameters(self.vae),
+                  "text_encoder": count_parameters(self.text_encoder) if self.text_encoder is not None else 0,
+                  "max_sequence_length": self.max_sequence_length}
+        return counts, self.transformer.config
 
+    def __repr__(self) -> str:
         return (f"Backbone({self.name_or_path!r}, transformer={count_parameters(self.transformer) / 1e6:.2f}M, "
                 f"vae={count_parameters(self.vae) / 1e6:.2f}M, text_encoder="
                 f"{'yes' if self.text_encoder is not None else 'no'}, L={self.max_sequence_length}, "

@@ -6,9 +6,10 @@ Layout of an adapter directory written by :func:`save_adapters`::
     camera_embedding/   config.json + diffusion_pytorch_model.safetensors   (PluckerEmbedding.save_pretrained)
     lora/               adapter_config.json + adapter_model.safetensors     (keys blocks.N.attn1.to_q.lora_A.weight)
 
-:func:`load_reference_checkpoint` reads checkpoints of the paper's reference implementation
-(github microsoft/LatentSpatialMemory, DiffSynth-style Wan names) and maps what fits; see
-:mod:`mirage.models.reference_keys` for the name mapping.
+:func:`mirage.models.reference.load_reference_checkpoint` reads weights of the paper's reference implementation
+(github microsoft/LatentSpatialMemory, DiffSynth-style Wan names; the names: :mod:`mirage.models.reference_keys`).
+A side branch loaded from them may carry a hint offset (``side_branch/hint_offset.safetensors``,
+:meth:`MemorySideBranch.save_pretrained`).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def load_adapters(model: MirageTransformer | WanTransformer3DModel, path: str | 
         check_lora_state_dict(model, weights, lora_adapter)
     for name, new in loaded.items():
         getattr(model, name).load_state_dict(new.state_dict())
+    if "side_branch" in loaded:  # not in the state dict (its shape follows the window)
+        model.side_branch.set_hint_offset(loaded["side_branch"].hint_offset)
     if lora is not None:
         load_lora_state_dict(model, lora[1], lora_adapter)
     return model

@@ -1,9 +1,11 @@
-"""LoRA on the backbone's self-attention through peft.
+"""LoRA on the backbone's blocks through peft.
 
-Targets ``attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_out.0`` of every backbone block and nothing else:
+Default targets ``attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_out.0`` of every backbone block and nothing else:
 cross-attention (``attn2``, same leaf names) and the side branch's hint blocks are never hit, because the
-pattern is anchored to ``blocks.<i>.attn1.`` of the backbone itself. Rank 64 with alpha = rank (scale 1)
-by default, as in the paper's stage 2 (47.2M parameters on the 5B model).
+pattern is anchored to ``blocks.<i>.`` of the backbone itself. Rank 64 with alpha = rank (scale 1)
+by default, as in the paper's stage 2 (47.2M parameters on the 5B model). :data:`REFERENCE_LORA_TARGETS` are the
+reference implementation's targets (``scripts/train.py``: peft ``q,k,v,o,ffn.0,ffn.2``, which match self- and
+cross-attention and both FFN linears of every DiT block; rank 32, alpha 32), in diffusers names.
 
 Adapters are attachable, removable (the original ``nn.Linear`` modules come back untouched, so outputs are
 restored exactly) and mergeable into the base weights for inference.
@@ -22,6 +24,7 @@ from peft.tuners.lora import LoraLayer
 
 __all__ = [
     "LORA_TARGETS",
+    "REFERENCE_LORA_TARGETS",
     "lora_target_pattern",
     "add_lora",
     "remove_lora",
@@ -35,6 +38,8 @@ __all__ = [
 ]
 
 LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
+REFERENCE_LORA_TARGETS = LORA_TARGETS + ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
+                                         "ffn.net.0.proj", "ffn.net.2")
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B)\.(?P<adapter>[^.]+)\.weight$")
 
 

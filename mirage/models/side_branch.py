@@ -28,10 +28,16 @@ The paper's reference setting is a hint block after every other backbone block: 
 * ``num_blocks``: run only the first n hint blocks; the skips of those n layers are bit-identical to the full
   branch's (the stream is causal in depth), the later injection layers get none. A branch trained with fewer
   blocks (``default_injection_layers(30, every=4)``: 8) is the trained alternative.
+
+A branch loaded from the reference implementation may carry a ``hint_offset`` (D, F, h', w'): a constant added to
+the hint tokens of every window, what is left of the reference's 48 constant "score" input channels after their
+mean is folded into the bias (:mod:`mirage.models.reference_hint`). It is saved beside the weights
+(``hint_offset.safetensors``) and is None for every branch mirage trains.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -39,6 +45,7 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
+from safetensors.torch import load_file, save_file
 
 from mirage.models.configs import LATENT_CHANNELS
 from mirage.models.dtypes import cast_module
@@ -49,6 +56,7 @@ __all__ = ["MemoryHintBlock", "MemorySideBranch", "default_injection_layers"]
 
 MASK_CHANNELS = 1
 RAY_CHANNELS = 6
+HINT_OFFSET_FILE = "hint_offset.safetensors"
 
 
 def default_injection_layers(num_layers: int, every: int = 2) -> list[int]:
@@ -136,6 +144,37 @@ class MemorySideBranch(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
         self.target_only = False
         self.num_blocks: int | None = None
+        # not in the state dict: its shape depends on the window, so from_pretrained reads it from its own file
+        self.register_buffer("hint_offset", None, persistent=False)
+
+    def set_hint_offset(self, offset: torch.Tensor | None) -> None:
+        """A constant (D, F, h', w') added to the hint tokens of windows of up to F latent frames of h' x w' tokens
+        (sliced to the window's first frames), or None. See :mod:`mirage.models.reference_hint`."""
+        if offset is not None:
+            dim = self.hint_patch_embedding.out_channels
+            if not isinstance(offset, torch.Tensor) or offset.ndim != 4 or offset.shape[0] != dim:
+                raise ValueError(f"hint_offset must be ({dim}, F, h', w'), got {tuple(getattr(offset, 'shape', ()))}")
+            weight = self.hint_patch_embedding.weight
+            offset = offset.detach().to(weight.device, weight.dtype)
+        self.hint_offset = offset
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """diffusers' save_pretrained, plus ``hint_offset.safetensors`` when the branch has an offset."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        path = os.path.join(str(save_directory), HINT_OFFSET_FILE)
+        if self.hint_offset is not None:
+            save_file({"hint_offset": self.hint_offset.detach().contiguous().cpu()}, path)
+        elif os.path.isfile(path):  # a stale offset of an earlier save must not come back
+            os.remove(path)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "MemorySideBranch":
+        """diffusers' from_pretrained, plus the hint offset of a local directory that has one."""
+        branch = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        path = os.path.join(str(pretrained_model_name_or_path), HINT_OFFSET_FILE)
+        if os.path.isfile(path):
+            branch.set_hint_offset(load_file(path)["hint_offset"])
+        return branch
 
     def set_inference_options(self, target_only: bool = False, num_blocks: int | None = None) -> None:
         """target_only: run over the tokens being denoised only; num_blocks: run only the first n hint blocks
@@ -211,7 +250,14 @@ class MemorySideBranch(ModelMixin, ConfigMixin):
         Returns one tensor per entry of ``active_injection_layers``: (B, S, D), or (B, S_t, D) for the tokens of
         ``token_index``.
         """
-        tokens = self.hint_patch_embedding(hint.to(self.hint_patch_embedding.weight.dtype))
+        tokens = self.hint_patch_embedding(hint.to(self.hint_patch_embedding.weight.dtype))  # (B, D, F', h', w')
+        if self.hint_offset is not None:
+            offset = self.hint_offset
+            if tokens.shape[2] > offset.shape[1] or tuple(tokens.shape[3:]) != tuple(offset.shape[2:]):
+                raise ValueError(f"the hint offset covers windows of up to {offset.shape[1]} latent frames of "
+                                 f"{tuple(offset.shape[2:])} tokens; this window has {tokens.shape[2]} of "
+                                 f"{tuple(tokens.shape[3:])} (reload the reference weights for this size)")
+            tokens = tokens + offset[None, :, : tokens.shape[2]].to(tokens.device)
         tokens = tokens.flatten(2).transpose(1, 2).contiguous()
         if tokens.shape != backbone_tokens.shape:
             raise ValueError(f"hint tokens {tuple(tokens.shape)} do not match backbone tokens "

@@ -21,30 +21,14 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 def summarize(model) -> dict:
     """Parameter counts of a Backbone / MirageTransformer and their parts, plus the key shapes.
 
+    ``model`` is anything with ``parameter_summary() -> (counts, diffusers transformer config)``; the two model
+    classes define it, so this module imports neither (they import :func:`count_parameters` from here).
     Returns a flat dict, e.g. {"transformer": 5.0e9, "side_branch": ..., "lora": ..., "num_layers": 30, ...}.
     """
-    from mirage.models.backbone import Backbone
-    from mirage.models.transformer import MirageTransformer
-
-    out: dict = {}
-    if isinstance(model, Backbone):
-        out["transformer"] = count_parameters(model.transformer)
-        out["vae"] = count_parameters(model.vae)
-        out["text_encoder"] = count_parameters(model.text_encoder) if model.text_encoder is not None else 0
-        cfg = model.transformer.config
-        out["max_sequence_length"] = model.max_sequence_length
-    elif isinstance(model, MirageTransformer):
-        lora = sum(p.numel() for n, p in model.backbone.named_parameters() if "lora_" in n)
-        out["transformer"] = count_parameters(model.backbone) - lora
-        out["lora"] = lora
-        for name, module in model.adapter_modules().items():
-            out[name] = count_parameters(module)
-        if model.side_branch is not None:
-            out["injection_layers"] = model.side_branch.injection_layers
-        out["trainable"] = count_parameters(model, trainable_only=True)
-        cfg = model.backbone.config
-    else:
+    if not callable(getattr(model, "parameter_summary", None)):
         raise ValueError(f"summarize expects a Backbone or MirageTransformer, got {type(model).__name__}")
+    counts, cfg = model.parameter_summary()
+    out = dict(counts)
     out.update(num_layers=cfg.num_layers, inner_dim=cfg.num_attention_heads * cfg.attention_head_dim,
                num_attention_heads=cfg.num_attention_heads, ffn_dim=cfg.ffn_dim, text_dim=cfg.text_dim,
                patch_size=tuple(cfg.patch_size))

@@ -27,7 +27,9 @@ from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 from mirage.models.camera_embedding import RAY_CHANNELS, PluckerEmbedding
 from mirage.models.modulation import MODULATION_MODES, check_diffusers_compat, frame_modulated_block, frame_timesteps
 from mirage.models.placement import execution_device
+from mirage.models.reference_frames import rope_with_reference_frames
 from mirage.models.side_branch import MemorySideBranch
+from mirage.models.summary import count_parameters
 
 __all__ = ["MirageTransformer", "per_token_timesteps", "target_tokens"]
 
@@ -154,6 +156,17 @@ class MirageTransformer(nn.Module):
                     p.requires_grad_(True)
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_summary(self) -> tuple[dict, object]:
+        """Parameter counts (backbone without LoRA, LoRA, each adapter, trainable) and the backbone's config
+        (:func:`mirage.models.summarize`)."""
+        lora = sum(p.numel() for n, p in self.backbone.named_parameters() if "lora_" in n)
+        counts = {"transformer": count_parameters(self.backbone) - lora, "lora": lora}
+        counts.update({name: count_parameters(module) for name, module in self.adapter_modules().items()})
+        if self.side_branch is not None:
+            counts["injection_layers"] = self.side_branch.injection_layers
+        counts["trainable"] = count_parameters(self, trainable_only=True)
+        return counts, self.backbone.config
+
     def adapter_modules(self) -> dict[str, nn.Module]:
         """The modules mirage trains besides LoRA: {"side_branch": ..., "camera_embedding": ...} (present ones)."""
         return {k: m for k, m in (("side_branch", self.side_branch), ("camera_embedding", self.camera_embedding))
@@ -172,6 +185,7 @@ class MirageTransformer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         rays: torch.Tensor | None = None,
         memory_scale: float = 1.0,
+        reference_frames: int = 0,
     ) -> torch.Tensor:
         """Flow prediction for noisy latents.
 
@@ -182,6 +196,9 @@ class MirageTransformer(nn.Module):
         memory_mask: (B, 1, F, h, w) visibility (bool or float; 1 = seen).
         rays: (B, 6, F, h, w) Plücker rays per latent cell (see ``latent_rays``).
         memory_scale: multiplier of the side branch's contributions (0 disables the memory).
+        reference_frames: R, the first R latent frames are retrieved reference frames (the reference
+            implementation's layout, :mod:`mirage.models.reference_frames`): their own RoPE positions, no hint;
+            ``memory_latents`` / ``memory_mask`` then cover the other F - R frames (rays cover all F).
         Returns (B, 48, F, h, w) in the backbone's dtype.
 
         Per-token timesteps that are constant over each latent frame (context frames 0, generated frames t) are
@@ -191,15 +208,16 @@ class MirageTransformer(nn.Module):
         offload_hook = getattr(bb, "_hf_hook", None)
         if offload_hook is not None:  # model-level CPU offload: the hook sits on bb.forward, which we bypass
             offload_hook.pre_forward(bb)
+        R = int(reference_frames)
         timestep, encoder_hidden_states = self._check_inputs(hidden_states, timestep, encoder_hidden_states,
-                                                             memory_latents, memory_mask, rays)
+                                                             memory_latents, memory_mask, rays, R)
         batch, _, frames, height, width = hidden_states.shape
         p_t, p_h, p_w = self.patch_size
         pf, ph, pw = frames // p_t, height // p_h, width // p_w
         hidden_states = hidden_states.to(self.dtype)
 
         # 1. Patch embedding (+ camera rays) and RoPE
-        rotary_emb = bb.rope(hidden_states)
+        rotary_emb = rope_with_reference_frames(bb.rope, hidden_states, R) if R else bb.rope(hidden_states)
         x = bb.patch_embedding(hidden_states)
         if rays is not None and self.camera_embedding is not None:
             x = x + self.camera_embedding(rays).to(x.dtype)
@@ -208,20 +226,32 @@ class MirageTransformer(nn.Module):
         # 2. Timestep and text embeddings: temb (B, D) / (B, S, D) / (B, F, D), timestep_proj with a 6 before D
         temb, timestep_proj, encoder_hidden_states = self._embed(timestep, encoder_hidden_states, pf)
 
-        # 3. Side branch: one skip per injection layer, over all tokens or only the target ones
+        # 3. Side branch: one skip per injection layer over the tokens after any reference frames (which the
+        #    reference's VACE never sees), all of them or only the target ones; added back at skip_index
         skips: dict[int, torch.Tensor] = {}
-        token_index = None
+        skip_index = None
         if memory_latents is not None and memory_scale != 0:
             branch = self.side_branch
-            if branch.target_only:
-                token_index = target_tokens(timestep, x.shape[1])
+            first = R // p_t * ph * pw
+            hint_x, hint_t, hint_temb, hint_rope = x, timestep, timestep_proj, rotary_emb
+            if first:
+                per_token = timestep_proj.ndim == 4 and timestep_proj.shape[1] == x.shape[1]
+                hint_x, hint_rope = x[:, first:], tuple(t[:, first:] for t in rotary_emb)
+                hint_t = timestep[:, first:] if timestep.ndim == 2 else timestep
+                if timestep_proj.ndim == 4:
+                    hint_temb = timestep_proj[:, first:] if per_token else timestep_proj[:, R // p_t:]
+            token_index = target_tokens(hint_t, hint_x.shape[1]) if branch.target_only else None
             if token_index is None or token_index.numel() > 0:
                 hint = [memory_latents, memory_mask.to(memory_latents.dtype)]
                 if branch.config.concat_rays:
-                    hint.append(rays.to(memory_latents.dtype))
-                outputs = branch(torch.cat(hint, dim=1), x, encoder_hidden_states, timestep_proj, rotary_emb,
+                    hint.append(rays[:, :, R:].to(memory_latents.dtype))
+                outputs = branch(torch.cat(hint, dim=1), hint_x, encoder_hidden_states, hint_temb, hint_rope,
                                  token_index=token_index)
                 skips = dict(zip(branch.injection_layers, outputs))
+                if token_index is not None:
+                    skip_index = token_index + first
+                elif first:
+                    skip_index = torch.arange(first, x.shape[1], device=x.device)
 
         # 4. Transformer blocks
         per_frame = timestep_proj.ndim == 4 and timestep_proj.shape[1] != x.shape[1]
@@ -236,7 +266,7 @@ class MirageTransformer(nn.Module):
             if i in skips:
                 skip = skips[i].to(x.device)
                 skip = skip if memory_scale == 1 else skip * memory_scale
-                x = x + skip if token_index is None else x.index_add(1, token_index.to(x.device), skip)
+                x = x + skip if skip_index is None else x.index_add(1, skip_index.to(x.device), skip)
 
         # 5. Output norm, projection and unpatchify
         x = self._output_norm(x, temb)
@@ -279,7 +309,8 @@ class MirageTransformer(nn.Module):
             normed = normed.reshape(batch, temb.shape[1], seq // temb.shape[1], dim)
         return (normed * (1 + scale) + shift).reshape(x.shape).type_as(x)
 
-    def _check_inputs(self, hidden_states, timestep, encoder_hidden_states, memory_latents, memory_mask, rays):
+    def _check_inputs(self, hidden_states, timestep, encoder_hidden_states, memory_latents, memory_mask, rays,
+                      reference_frames: int = 0):
         cfg = self.backbone.config
         if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 5:
             raise ValueError(f"hidden_states must have shape (B, C, F, h, w), got "
@@ -313,7 +344,10 @@ class MirageTransformer(nn.Module):
         if encoder_hidden_states.shape[0] != batch:
             encoder_hidden_states = encoder_hidden_states.expand(batch, -1, -1)
 
-        grid = (frames, height, width)
+        if not 0 <= reference_frames < frames or reference_frames % p_t:
+            raise ValueError(f"reference_frames must be in [0, {frames}) and a multiple of {p_t}, "
+                             f"got {reference_frames}")
+        grid = (frames - reference_frames, height, width)  # what the memory covers: the frames after them
         if memory_latents is not None or memory_mask is not None:
             if self.side_branch is None:
                 raise ValueError("memory inputs given but this MirageTransformer has no side branch")
@@ -325,7 +359,7 @@ class MirageTransformer(nn.Module):
         if rays is not None:
             if self.camera_embedding is None and not branch_takes_rays:
                 raise ValueError("rays given but this MirageTransformer has no camera embedding")
-            _check_shape(rays, (batch, RAY_CHANNELS, *grid), "rays")
+            _check_shape(rays, (batch, RAY_CHANNELS, frames, height, width), "rays")
         elif branch_takes_rays and memory_latents is not None:
             raise ValueError("this side branch takes rays with the memory readout (concat_rays=True): pass rays")
         return timestep, encoder_hidden_states

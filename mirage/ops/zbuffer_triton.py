@@ -1,14 +1,15 @@
 """Fused z-buffer readout in Triton: project, z-buffer and resolve all T views of a chunk in one kernel launch.
 
-The fast twin of the torch reference ``mirage.zbuffer.rasterize`` (same signature, same tensor contract, the same
+The fast twin of the torch reference ``mirage.ops.zbuffer.rasterize`` (same signature, same tensor contract, the same
 bits): each candidate (point, view) gets the key ``float32_bits(depth) << 32 | point_index`` and every cell keeps
 its smallest key, the nearest point and among equal depths the lowest index. The torch reference resolves all
 keys with one ``scatter_reduce(amin)``, which is atomic-contention bound on a GPU (1M points into the 3,520 cells
 of a 44x80 latent grid: ~280 atomics per cell). Here each program takes a block of points in one view and
 
-1. projects them exactly as ``mirage.camera.project`` does (the camera transform as the FMA chain BLAS computes
-   for ``points @ R^T``, then IEEE multiply, divide and add, no contraction), so cells and depths are the
-   reference's to the bit;
+1. projects them exactly as ``mirage.camera.project`` does (its camera transform is a fixed chain of separate
+   IEEE multiplies and adds, :func:`mirage.camera.rigid_transform_points`, then IEEE multiply, divide and add;
+   the kernel is compiled without contraction), so cells and depths are the reference's to the bit on any
+   machine: IEEE-754 rounds each of these operations one way only;
 2. z-buffers the block on chip: one sort of ``cell | depth bits | lane`` packed into 63 bits puts each cell's
    candidates together, nearest first and, among equal depths, lowest index first (the key order);
 3. merges once per touched cell: the first candidate of each run goes to the cell with one global 64-bit
@@ -31,7 +32,7 @@ try:
     import triton.language as tl
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mirage.ops.zbuffer_triton needs triton (pip install triton); the torch reference is "
-                      "mirage.zbuffer.rasterize") from exc
+                      "mirage.ops.zbuffer.rasterize") from exc
 
 from mirage.camera import invert_pose
 
@@ -96,9 +97,10 @@ def _zbuffer_kernel(points_ptr, cameras_ptr, best_ptr, num_points, num_views, he
     z = tl.load(points_ptr + index * 3 + 2, mask=valid, other=0.0)
     camera = cameras_ptr + view * 16
     r = camera  # R row-major at 0..8, t at 9..11
-    cam_x = tl.fma(z, tl.load(r + 2), tl.fma(y, tl.load(r + 1), x * tl.load(r + 0))) + tl.load(camera + 9)
-    cam_y = tl.fma(z, tl.load(r + 5), tl.fma(y, tl.load(r + 4), x * tl.load(r + 3))) + tl.load(camera + 10)
-    cam_z = tl.fma(z, tl.load(r + 8), tl.fma(y, tl.load(r + 7), x * tl.load(r + 6))) + tl.load(camera + 11)
+    # mirage.camera.rigid_transform_points' chain: ((R_i0 x + R_i1 y) + R_i2 z) + t_i, no contraction
+    cam_x = ((tl.load(r + 0) * x + tl.load(r + 1) * y) + tl.load(r + 2) * z) + tl.load(camera + 9)
+    cam_y = ((tl.load(r + 3) * x + tl.load(r + 4) * y) + tl.load(r + 5) * z) + tl.load(camera + 10)
+    cam_z = ((tl.load(r + 6) * x + tl.load(r + 7) * y) + tl.load(r + 8) * z) + tl.load(camera + 11)
     safe_z = tl.where(tl.abs(cam_z) > 1e-12, cam_z, 1e-12)
     u = tl.math.div_rn(tl.load(camera + 12) * cam_x, safe_z) + tl.load(camera + 14)
     v = tl.math.div_rn(tl.load(camera + 13) * cam_y, safe_z) + tl.load(camera + 15)
@@ -151,7 +153,7 @@ def rasterize(
 
     points: (N, 3) float32; K: (T, 3, 3) at (height, width); cam_to_world: (T, 4, 4), all on one device (CUDA,
     or CPU under the interpreter). Returns winner (T, height, width) int64 point index (-1 where empty) and
-    depth (T, height, width) float32 (0 where empty), equal to ``mirage.zbuffer.rasterize``.
+    depth (T, height, width) float32 (0 where empty), equal to ``mirage.ops.zbuffer.rasterize``.
     near must be >= 0. block_size (power of two, 16..16384; lowered for grids over 2^(32 - log2 block) cells)
     and num_warps tune the kernel; they never change the result.
     """
@@ -179,7 +181,7 @@ def rasterize(
                          f"{cam_to_world.device}")
     if device.type == "cpu" and not interpreted():
         raise ValueError("CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before importing "
-                         "mirage.ops.zbuffer_triton (or use mirage.zbuffer.rasterize)")
+                         "mirage.ops.zbuffer_triton (or use mirage.ops.zbuffer.rasterize)")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device}")
 

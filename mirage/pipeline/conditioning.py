@@ -38,7 +38,8 @@ class ChunkConditioning:
     memory_latents (1, C, F, h, w) in the model dtype and memory_mask (1, 1, F, h, w) bool, or None without a
     memory; rays (1, 6, F, h, w) or None without a camera embedding; window (1, C, F, h, w) float32 (model
     device) and is_context (F,) bool (CPU); readout: the memory's (F-leading) Readout, or None (its depth and mask place
-    the depth of generated frames and flag inconsistent cells in the rollout's memory update).
+    the depth of generated frames and flag inconsistent cells in the rollout's memory update). reference_frames: R
+    retrieved frames at the window's start, which the memory inputs do not cover (0 unless the rollout adds them).
     """
 
     memory_latents: torch.Tensor | None
@@ -47,6 +48,7 @@ class ChunkConditioning:
     window: torch.Tensor
     is_context: torch.Tensor
     readout: object | None = None
+    reference_frames: int = 0  # retrieved frames prepended to the window (mirage.pipeline.retrieval)
 
 
 def chunk_conditioning(model, memory, intrinsics: torch.Tensor, cam_to_world: torch.Tensor,

@@ -6,7 +6,8 @@ from dataclasses import dataclass, fields
 
 from mirage.pipeline.prediction import PREDICTION_TYPES
 
-__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES"]
+__all__ = ["CONFIG_NAME", "WorldModelConfig", "MEMORY_LATENTS", "MEMORY_LATENT_TYPES", "CHUNK_SEEDS",
+           "MEMORY_UPDATES", "REFERENCE_INFERENCE"]
 
 CONFIG_NAME = "mirage_world_model.json"
 
@@ -16,6 +17,18 @@ MEMORY_LATENTS = ("denoised", "reencoded")
 # is; :meth:`MirageWorldModel.encode_images`) or "single_frame" (each frame encoded alone, the causal VAE's
 # latent-0 type: every model saved before same-type latents, e.g. the shipped mirage-tiny v1).
 MEMORY_LATENT_TYPES = ("target", "single_frame")
+# Where a later chunk's clean context comes from (:func:`mirage.pipeline.rollout.next_context`): "reencoded" (the
+# decoded frames encoded as the start of a window: latent-0-type codes, as a window starts in training) or
+# "denoised" (the previous chunk's last denoised latents as they are: the reference code's choice).
+CHUNK_SEEDS = ("reencoded", "denoised")
+# How a new latent memory grows (:meth:`MirageWorldModel.new_memory`): "dedup" (one point per voxel of
+# ``voxel_size``) or "append" (every point kept forever: the reference code's memory).
+MEMORY_UPDATES = ("dedup", "append")
+# The reference code's inference (``MirageConfig`` of its ``mirage_pipeline.py``: 8 preceding pixel frames, up to 4
+# reference frames, no CFG) as config overrides: ``rollout(..., options=REFERENCE_INFERENCE)``, the action's
+# ``inference: reference``, ``mirage eval --variants reference_inference``.
+REFERENCE_INFERENCE = {"chunk_seed": "denoised", "memory_update": "append", "preceding_latent_frames": 2,
+                       "reference_frames": 4}
 
 
 @dataclass
@@ -37,6 +50,18 @@ class WorldModelConfig:
         side branch was trained with (:meth:`from_dict`). The two differ only at temporal stride > 1.
     prediction_type: what the transformer outputs, "flow" (the velocity, as Wan2.2 is trained; default) or
         "sample" (the clean latents; mirage-tiny v2.1: :mod:`mirage.pipeline.prediction` says why).
+    chunk_seed: a later chunk's clean context: "reencoded" (default; the decoded last frames encoded as a window
+        start) or "denoised" (the previous chunk's last denoised latents, no encode: the reference code's choice,
+        :data:`CHUNK_SEEDS`).
+    memory_update: "dedup" (default; voxel dedup at ``voxel_size``) or "append" (no dedup, the reference code's
+        memory): how the memories :meth:`MirageWorldModel.new_memory` makes grow (:data:`MEMORY_UPDATES`).
+    guidance_scale: classifier-free guidance, ``uncond + s (cond - uncond)`` with the rollout's negative prompt
+        (empty by default, as the reference's); 1.0 (default, the reference's ``no_cfg``) runs one pass a step.
+    preceding_latent_frames: clean latents generated before a chunk's first, appended after its window (the
+        reference's layout, 2 there; :mod:`mirage.pipeline.preceding`); 0 (default): none.
+    reference_frames: at most this many earlier latents retrieved by voxel IoU (>= ``reference_iou_threshold`` with
+        ``reference_voxel_size`` voxels) and prepended to each later chunk's window (the reference: 4, 0.04, 0.1;
+        :mod:`mirage.pipeline.retrieval`); 0 (default): none.
     """
 
     backbone: str = "tiny"
@@ -60,6 +85,13 @@ class WorldModelConfig:
     memory_latents: str = "denoised"
     memory_latent_type: str = "target"
     prediction_type: str = "flow"
+    chunk_seed: str = "reencoded"
+    memory_update: str = "dedup"
+    guidance_scale: float = 1.0
+    preceding_latent_frames: int = 0
+    reference_frames: int = 0
+    reference_iou_threshold: float = 0.04
+    reference_voxel_size: float = 0.1
 
     def __post_init__(self):
         if self.height <= 0 or self.width <= 0:
@@ -78,6 +110,19 @@ class WorldModelConfig:
                              f"got {self.memory_latent_type!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.chunk_seed not in CHUNK_SEEDS:
+            raise ValueError(f"chunk_seed must be one of {CHUNK_SEEDS}, got {self.chunk_seed!r}")
+        if self.memory_update not in MEMORY_UPDATES:
+            raise ValueError(f"memory_update must be one of {MEMORY_UPDATES}, got {self.memory_update!r}")
+        if self.preceding_latent_frames < 0:
+            raise ValueError(f"preceding_latent_frames must be >= 0, got {self.preceding_latent_frames}")
+        if self.reference_frames < 0 or not self.reference_voxel_size > 0 or \
+                not 0 <= self.reference_iou_threshold <= 1:
+            raise ValueError(f"reference_frames must be >= 0 ({self.reference_frames}), reference_voxel_size > 0 "
+                             f"({self.reference_voxel_size}), reference_iou_threshold in [0, 1] "
+                             f"({self.reference_iou_threshold})")
+        if not self.guidance_scale > 0:
+            raise ValueError(f"guidance_scale must be positive (1.0: no guidance), got {self.guidance_scale}")
         if self.memory_latent_type == "single_frame" and self.memory_latents == "denoised":
             raise ValueError("memory_latent_type='single_frame' needs memory_latents='reencoded' (a chunk's "
                              "denoised latents are target-type group latents)")

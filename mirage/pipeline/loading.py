@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mirage.depth import ReadoutDepth
+from mirage.perception.depth import ReadoutDepth
 from mirage.pipeline.config import CONFIG_NAME, WorldModelConfig
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def load_world_model(cls, name_or_path: str | os.PathLike = "tiny", device="cpu"
     part_paths = {k: overrides.pop(k) for k in PART_PATHS if overrides.get(k) is not None}
     for k in PART_PATHS:
         overrides.pop(k, None)
+    reference_strict = overrides.pop("reference_strict", True)
     depth_provider = overrides.pop("depth_provider", None)
     segmenter = overrides.pop("segmenter", None)
     backbone_kwargs = overrides.pop("backbone_kwargs", {}) or {}
@@ -79,7 +80,7 @@ def load_world_model(cls, name_or_path: str | os.PathLike = "tiny", device="cpu"
     backbone = load_backbone(config.backbone, torch_dtype=torch_dtype, device=device, seed=config.backbone_seed,
                              **backbone_kwargs)
     transformer = build_transformer(backbone.transformer, config, adapters_path or saved_adapters)
-    load_parts(transformer, part_paths)
+    load_parts(transformer, part_paths, backbone=backbone, config=config, reference_strict=reference_strict)
     apply_inference_options(transformer, **speed)
     if isinstance(depth_provider, str):
         depth_provider = depth_provider_from_name(depth_provider, device)
@@ -173,13 +174,17 @@ def build_transformer(backbone_transformer, config: WorldModelConfig, adapters_p
     return transformer
 
 
-# reference_checkpoint_path: weights of the paper's reference implementation (a .safetensors file or a directory of
-# them, DiffSynth / VACE names), mapped where names and shapes allow (mirage.models.reference).
+# reference_checkpoint_path: weights of the paper's reference implementation (a .safetensors / .pt file, a directory
+# of them, or a list such as [vace file, lora file]; DiffSynth / VACE names), loaded completely or not at all
+# (mirage.models.reference; reference_strict=False loads what fits and warns).
 PART_PATHS = ("side_branch_path", "camera_embedding_path", "lora_path", "reference_checkpoint_path")
 
 
-def load_parts(transformer, paths: dict) -> None:
-    """Load single parts (each a directory in :func:`mirage.models.checkpoints.save_adapters`' layout)."""
+def load_parts(transformer, paths: dict, backbone=None, config: WorldModelConfig | None = None,
+               reference_strict: bool = True) -> None:
+    """Load single parts (each a directory in :func:`mirage.models.checkpoints.save_adapters`' layout) and reference
+    weights (which need ``backbone`` and ``config``: the score latent of the reference's hint input is the
+    backbone's encoding of an all-ones window of ``config``'s chunk length and image size)."""
     from safetensors.torch import load_file
 
     from mirage.models import MemorySideBranch, PluckerEmbedding, add_lora
@@ -187,7 +192,11 @@ def load_parts(transformer, paths: dict) -> None:
     from mirage.models.lora import load_lora_state_dict, lora_adapters
 
     for key, path in paths.items():
-        if not (os.path.isdir(path) or (key == "reference_checkpoint_path" and os.path.isfile(path))):
+        if key == "reference_checkpoint_path":
+            missing = [p for p in ([path] if isinstance(path, (str, os.PathLike)) else path) if not os.path.exists(p)]
+            if missing:
+                raise FileNotFoundError(f"{key}: checkpoint not found: {', '.join(map(str, missing))}")
+        elif not os.path.isdir(path):
             raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
     dtype, device = transformer.dtype, transformer.device
     if "side_branch_path" in paths:
@@ -210,11 +219,15 @@ def load_parts(transformer, paths: dict) -> None:
         load_lora_state_dict(transformer, load_file(os.path.join(paths["lora_path"], LORA_WEIGHTS_NAME)))
     if "reference_checkpoint_path" in paths:
         from mirage.models.reference import load_reference_checkpoint
+        from mirage.models.reference_hint import reference_score_latent
 
-        # The reference's hint input is 96 channels (readout + an encoded "score" video), ours 49 (readout +
-        # mask): the 48 readout channels carry over, the mask channel starts at zero.
-        report = load_reference_checkpoint(transformer, paths["reference_checkpoint_path"],
-                                           adapt_hint_embedding=True)
+        if backbone is None or config is None:
+            raise ValueError("reference weights need the backbone and the config (the score latent)")
+        stride = backbone.spatial_stride
+        frames = config.chunk_latent_frames(backbone.temporal_stride) + config.preceding_latent_frames
+        score = reference_score_latent(backbone, frames, (config.height // stride, config.width // stride))
+        report = load_reference_checkpoint(transformer, paths["reference_checkpoint_path"], score_latent=score,
+                                           strict=reference_strict)
         logger.info("reference checkpoint %s: %s", paths["reference_checkpoint_path"], report.summary())
         transformer.reference_report = report
 
@@ -222,6 +235,6 @@ def load_parts(transformer, paths: dict) -> None:
 def depth_provider_from_name(name: str, device):
     if name == "readout":
         return ReadoutDepth()
-    from mirage.depth import DepthAnythingProvider
+    from mirage.perception.depth import DepthAnythingProvider
 
     return DepthAnythingProvider.from_pretrained(name, device=device)

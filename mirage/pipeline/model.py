@@ -19,11 +19,12 @@ A window's first position is latent-0 type, every target the side branch conditi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import torch
 
 from mirage.camera import latent_size
-from mirage.depth import ReadoutDepth
+from mirage.perception.depth import ReadoutDepth
 from mirage.pipeline.config import WorldModelConfig
 from mirage.pipeline.loading import load_world_model, save_world_model
 from mirage.pipeline.rollout import rollout
@@ -36,7 +37,7 @@ class MirageWorldModel:
 
     Attributes: ``config`` (:class:`WorldModelConfig`), ``backbone`` (:class:`mirage.models.Backbone`),
     ``transformer`` (:class:`mirage.models.MirageTransformer`), ``depth_provider`` (default
-    :class:`~mirage.depth.ReadoutDepth`), ``segmenter`` (an :class:`~mirage.dynamic.OpenVocabularySegmenter`
+    :class:`~mirage.perception.depth.ReadoutDepth`), ``segmenter`` (an :class:`~mirage.perception.exclusion.OpenVocabularySegmenter`
     or None). Raises ValueError when the config's image size or chunk length do not fit the backbone's strides.
     """
 
@@ -117,7 +118,8 @@ class MirageWorldModel:
         overrides: any :class:`WorldModelConfig` field, plus ``adapters_path`` (a directory with side_branch/,
             camera_embedding/, lora/ to load instead of the saved / fresh ones, e.g. a training checkpoint),
             ``side_branch_path`` / ``camera_embedding_path`` / ``lora_path`` (one part's directory each,
-            applied after ``adapters_path``), ``reference_checkpoint_path`` (the paper's reference weights),
+            applied after ``adapters_path``), ``reference_checkpoint_path`` (the paper's reference weights: a
+            file, directory or list; loaded completely or ValueError, ``reference_strict=False`` loads what fits),
             ``depth_provider`` (an object, "readout", or a Depth Anything directory / hub id), ``segmenter``,
             ``backbone_kwargs`` (passed to :func:`mirage.models.load_backbone`), and the inference speed options
             ``modulation``, ``side_branch_target_only``, ``side_branch_blocks``, ``compile``, ``sdpa_backend``,
@@ -198,11 +200,12 @@ class MirageWorldModel:
 
     # ------------------------------------------------------------------ memory
     def new_memory(self, **kw):
-        """An empty :class:`~mirage.memory.LatentSpatialMemory` with this model's channels and voxel size."""
+        """An empty :class:`~mirage.memory.LatentSpatialMemory` with this model's channels and voxel size (none when
+        ``config.memory_update`` is "append": every point kept, as the reference code does)."""
         from mirage.memory import LatentSpatialMemory
 
         kw.setdefault("channels", self.latent_channels)
-        kw.setdefault("voxel_size", self.config.voxel_size)
+        kw.setdefault("voxel_size", None if self.config.memory_update == "append" else self.config.voxel_size)
         kw.setdefault("device", self.device)
         return LatentSpatialMemory(**kw)
 
@@ -222,6 +225,19 @@ class MirageWorldModel:
         if latents is not None:
             return memory.observe_batch(rgb, depth, intrinsics, cam_to_world, exclude, latents=latents)
         return memory.observe_batch(rgb, depth, intrinsics, cam_to_world, exclude, encode=self.encode_images)
+
+    @contextlib.contextmanager
+    def inference_options(self, **overrides):
+        """``with model.inference_options(chunk_seed="denoised"): model.rollout(...)``: the config with these
+        :class:`WorldModelConfig` fields (validated) inside the block, the old one after it, e.g.
+        ``**REFERENCE_INFERENCE`` (the reference code's inference). One model serves one block at a time; a
+        memory made before keeps its own growth rule."""
+        previous = self.config
+        self.config = WorldModelConfig(**{**previous.__dict__, **overrides})
+        try:
+            yield self
+        finally:
+            self.config = previous
 
     # ------------------------------------------------------------------ rollout
     # The chunked rollout with memory read / update (mirage.pipeline.rollout.rollout; the model is its first

@@ -10,13 +10,17 @@ are chunked):
    then for every chunk:
 3. **condition** the window (:func:`mirage.pipeline.conditioning.chunk_conditioning`, shared with training): the
    memory readout + mask at the camera of every latent frame, Plücker rays, the window with its clean context;
+   optionally the reference code's extra context: earlier latents appended after the window
+   (``preceding_latent_frames``, :mod:`mirage.pipeline.preceding`) and retrieved ones before it
+   (``reference_frames``, :mod:`mirage.pipeline.retrieval`);
 4. **denoise** it with flow matching (UniPC, shift 5; context kept clean, :mod:`mirage.pipeline.sampling`);
 5. **decode** it to pixels and stream the new frames;
 6. **update memory**: depth of each new latent frame's representative pixel frame (the depth provider, aligned to
-   the memory's depth), exclusion masks (dynamic / sky / invalid / inconsistent cells, :mod:`mirage.dynamic`),
+   the memory's depth), exclusion masks (dynamic / sky / invalid / inconsistent cells, :mod:`mirage.perception.exclusion`),
    then ``memory.observe_batch`` at those frames' poses with the chunk's denoised latents
    (``config.memory_latents="denoised"``) or the decoded frames re-encoded (``"reencoded"``); an RGB memory stores
-   the pixels either way. The last frames, re-encoded as the start of a window, are the next chunk's context.
+   the pixels either way. The last frames, re-encoded as the start of a window (``config.chunk_seed="reencoded"``)
+   or the last denoised latents as they are (``"denoised"``), are the next chunk's context.
 
 Modes: "full" (the above), "memory_only" (the readout replaces denoising: a fast preview and a diagnostic of what
 the memory holds; writes nothing) and "no_memory" (the camera-conditioned video model alone: no read, no side
@@ -25,18 +29,20 @@ branch, no update).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
 from mirage.camera import batch_intrinsics, validate_depth, validate_pose
-from mirage.depth import align_depth_scale
-from mirage.dynamic import exclusion_mask, inconsistency_mask
+from mirage.perception.depth import align_depth_scale
+from mirage.perception.exclusion import exclusion_mask, inconsistency_mask
 from mirage.media import to_uint8
 from mirage.pipeline.chunks import Chunk, plan_chunks
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
+from mirage.pipeline.preceding import record_history, with_preceding
+from mirage.pipeline.retrieval import record_visibility, select_reference_frames, with_reference_frames
 from mirage.pipeline.outputs import CancelToken, PhaseTimer, RolloutCancelled, RolloutProgress, RolloutResult
 from mirage.pipeline.sampling import make_scheduler, sample_chunk
 from mirage.memory.lifting import pool_depth
@@ -63,7 +69,8 @@ class RolloutState:
 
     Set by step 1: intrinsics (T, 3, 3) and cam_to_world (T, 4, 4) float32 on the CPU at the model's image size;
     chunks; memory (None in "no_memory" mode); mode; write_memory (whether step 6 writes); num_steps; text
-    (1, L, D) prompt embedding; generator (CPU, seeded); hooks; timer.
+    (1, L, D) prompt embedding; generator (CPU, seeded); hooks; timer; guidance_scale and negative_text (the
+    negative prompt's embedding, None without guidance).
     Advanced by the steps: frames (T, 3, H, W) float32 in [0, 1] on the CPU, frames_done, context (c, C, h, w)
     the clean latents the next window starts with, result (memory_points_added, depth_scales; frames and timings
     at the end).
@@ -84,6 +91,10 @@ class RolloutState:
     frames_done: int = 0
     context: torch.Tensor | None = None
     result: RolloutResult | None = None
+    guidance_scale: float = 1.0
+    negative_text: torch.Tensor | None = None
+    history: dict = field(default_factory=dict)  # latent index -> (latent, readout, mask): preceding / references
+    visible: dict = field(default_factory=dict)  # latent index -> voxel keys in its view: reference retrieval
 
     def report(self, chunks_done: int, step: int) -> None:
         if self.hooks.progress is not None:
@@ -110,6 +121,8 @@ def rollout(
     exclude: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
     step_callback: Callable[[Chunk, int, torch.Tensor], None] | None = None,
     on_frames: Callable[[int, np.ndarray], None] | None = None,
+    guidance_scale: float | None = None,
+    negative_prompt: str = "",
 ) -> RolloutResult:
     """Generate T frames along ``cam_to_world`` with ``model`` (a :class:`~mirage.pipeline.MirageWorldModel`).
 
@@ -124,6 +137,9 @@ def rollout(
     step_callback: diagnostic hook ``(chunk, step, latents (1,C,F,h,w))`` after every denoising step.
     on_frames: ``on_frames(first_index, frames (n, H, W, 3) uint8)`` as soon as frames exist (frame 0, then each
         chunk's new frames), so callers can stream them instead of waiting for the whole rollout.
+    guidance_scale: classifier-free guidance (None: ``config.guidance_scale``; 1.0: none, one pass per step);
+        negative_prompt: its unconditional prompt (empty, as the reference's). With prompt == negative prompt
+        (e.g. both empty) guidance changes nothing but doubles the passes.
     Raises ValueError on bad input (nothing written), RolloutCancelled when ``cancel`` fires (the memory keeps the
     chunks finished before; the chunk being generated writes nothing).
     """
@@ -137,6 +153,9 @@ def rollout(
     steps = model.config.num_inference_steps if num_inference_steps is None else int(num_inference_steps)
     if steps < 1:
         raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+    scale = float(model.config.guidance_scale if guidance_scale is None else guidance_scale)
+    if not scale > 0:
+        raise ValueError(f"guidance_scale must be positive (1.0: no guidance), got {scale}")
     memory = resolve_memory(model, memory, mode, first_frame, first_depth)
     state = RolloutState(
         intrinsics=K, cam_to_world=c2w, chunks=chunks, memory=memory, mode=mode,
@@ -144,7 +163,8 @@ def rollout(
         generator=torch.Generator("cpu").manual_seed(int(seed)),
         hooks=RolloutHooks(progress, cancel, exclude, step_callback, on_frames),
         timer=PhaseTimer(torch.cuda.synchronize if model.device.type == "cuda" else None),
-        frames=torch.zeros(c2w.shape[0], 3, *model.image_size), result=RolloutResult(frames=np.zeros((0,))))
+        frames=torch.zeros(c2w.shape[0], 3, *model.image_size), result=RolloutResult(frames=np.zeros((0,))),
+        guidance_scale=scale, negative_text=model.backbone.encode_prompt(negative_prompt) if scale != 1 else None)
     # 2. Prepare the first frame (seed the memory, frame 0, chunk 0's context)
     prepare_first_frame(model, state, first_frame, first_depth if memory is not None else None)
     for chunk in state.chunks:
@@ -153,12 +173,21 @@ def rollout(
             frames = chunk.pixel_frames
             cond = chunk_conditioning(model, state.memory, state.intrinsics[frames], state.cam_to_world[frames],
                                       state.context)
-        # 4. Denoise
+            window_cond = cond
+            if model.config.preceding_latent_frames:  # the reference's layout: earlier latents after the window
+                cond = with_preceding(model, state, chunk, cond, model.config.preceding_latent_frames)
+            if model.config.reference_frames:  # retrieved earlier latents before it
+                cond = with_reference_frames(model, state, chunk, cond, select_reference_frames(model, state, chunk))
+        # 4. Denoise (the window's own frames come back)
         latents = denoise_chunk(model, state, chunk, cond)
+        if model.config.preceding_latent_frames or model.config.reference_frames:
+            record_history(state, chunk, window_cond, latents)
         # 5. Decode
         decode_chunk(model, state, chunk, latents)
         # 6. Update memory (and the next chunk's context)
-        update_chunk_memory(model, state, chunk, cond, latents)
+        update_chunk_memory(model, state, chunk, window_cond, latents)
+        if model.config.reference_frames and state.memory is not None:
+            record_visibility(model, state, chunk)
         state.report(chunk.index + 1, state.num_steps)
     result = state.result
     result.frames = to_uint8(state.frames)
@@ -246,22 +275,37 @@ def prepare_first_frame(model, state: RolloutState, first_frame, first_depth) ->
 
 
 def denoise_chunk(model, state: RolloutState, chunk: Chunk, cond: ChunkConditioning) -> torch.Tensor:
-    """Step 4: the window's latents (1, C, F, h, w) float32, context positions clean."""
+    """Step 4: the window's latents (1, C, F, h, w) float32, context positions clean; reference frames before the
+    window and preceding context after it (:mod:`mirage.pipeline.retrieval`, :mod:`mirage.pipeline.preceding`) are
+    conditioning only and not returned."""
+    F, R = chunk.length, cond.reference_frames
+    own = slice(R, R + F)  # the window's own frames between reference frames and preceding context
     if state.mode == "memory_only":  # the readout stands in for the prediction
-        keep = cond.is_context.to(cond.window.device).view(1, 1, -1, 1, 1)
-        return torch.where(keep, cond.window, cond.memory_latents.float())
-    noise = torch.randn(cond.window.shape, generator=state.generator, dtype=torch.float32).to(model.device)
+        keep = cond.is_context[R:].to(cond.window.device).view(1, 1, -1, 1, 1)
+        return torch.where(keep, cond.window[:, :, R:], cond.memory_latents.float())[:, :, :F]
+    shape = cond.window.shape
+    # noise for the window's own frames (the same draw with or without added context, as the reference's)
+    noise = cond.window.new_zeros(shape, device="cpu")
+    noise[:, :, own] = torch.randn((*shape[:2], F, *shape[3:]), generator=state.generator, dtype=torch.float32)
+    noise = noise.to(model.device)
     memory_kw = {}
     if model.transformer.side_branch is not None and cond.memory_latents is not None:
         memory_kw = dict(memory_latents=cond.memory_latents, memory_mask=cond.memory_mask,
                          memory_scale=model.config.memory_scale)
+    if R:
+        memory_kw["reference_frames"] = R
 
     def transformer(latents, timestep):
-        return model.transformer(latents, timestep, state.text, rays=cond.rays, **memory_kw)
+        cond_out = model.transformer(latents, timestep, state.text, rays=cond.rays, **memory_kw)
+        if state.negative_text is None:
+            return cond_out
+        # the reference's guidance: both passes see the same memory and cameras, only the text differs
+        uncond = model.transformer(latents, timestep, state.negative_text, rays=cond.rays, **memory_kw)
+        return uncond + state.guidance_scale * (cond_out - uncond)
 
     def on_step(i, latents):
         if state.hooks.step_callback is not None:
-            state.hooks.step_callback(chunk, i, latents)
+            state.hooks.step_callback(chunk, i, latents[:, :, own])
         state.report(chunk.index, i + 1)
 
     cancel = state.hooks.cancel
@@ -273,7 +317,7 @@ def denoise_chunk(model, state: RolloutState, chunk: Chunk, cond: ChunkCondition
                                prediction_type=model.config.prediction_type)
     if latents is None:
         raise RolloutCancelled(f"rollout cancelled during chunk {chunk.index}")
-    return latents
+    return latents[:, :, own]
 
 
 def decode_chunk(model, state: RolloutState, chunk: Chunk, latents: torch.Tensor) -> None:
@@ -294,7 +338,7 @@ def update_chunk_memory(model, state: RolloutState, chunk: Chunk, cond: ChunkCon
     timer = state.timer
     if chunk.index + 1 < len(state.chunks):
         with timer.phase("memory_update"):
-            state.context = next_context(model, state, chunk, state.chunks[chunk.index + 1].context)
+            state.context = next_context(model, state, chunk, state.chunks[chunk.index + 1].context, latents)
     if not state.write_memory:
         return
     new = torch.tensor(list(chunk.new_latent_indices))
@@ -323,9 +367,13 @@ def update_chunk_memory(model, state: RolloutState, chunk: Chunk, cond: ChunkCon
 
 
 # ---------------------------------------------------------------------------------------------------------- pieces
-def next_context(model, state: RolloutState, chunk: Chunk, count: int) -> torch.Tensor:
-    """(count, C, h, w): the pixel frames ending at the chunk's last latent frame, encoded as one clip, i.e. as the
-    start of a window (its first latent a single-frame, latent-0-type code)."""
+def next_context(model, state: RolloutState, chunk: Chunk, count: int, latents: torch.Tensor) -> torch.Tensor:
+    """(count, C, h, w): the next window's clean context. ``config.chunk_seed="reencoded"``: the pixel frames ending
+    at the chunk's last latent frame, encoded as one clip, i.e. as the start of a window (its first latent a
+    single-frame, latent-0-type code); "denoised": the chunk's last ``count`` denoised latents of ``latents``
+    (1, C, F, h, w) as they are (the reference code's choice: no encode, but group-type codes at window start)."""
+    if model.config.chunk_seed == "denoised":
+        return latents[0, :, -count:].transpose(0, 1).contiguous()
     last = int(chunk.pixel_frames[-1])
     first = last - chunk.temporal_stride * (count - 1)
     return model.encode_video(state.frames[first : last + 1])

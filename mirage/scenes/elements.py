@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 
-__all__ = ["PATTERNS", "SKY", "NUM_ROOM_FACES", "WALLS", "Uniform", "Material", "Motion", "Box", "Sphere", "Window"]
+__all__ = ["PATTERNS", "SKY", "NUM_ROOM_FACES", "WALLS", "Uniform", "Material", "Motion", "Box", "Sphere", "Window",
+           "SceneLayout"]
 
 PATTERNS = ("plain", "checker", "stripes", "tiles", "dots")
 SKY = -1                     # surface id of rays that leave the room through the window
@@ -172,3 +173,24 @@ class Window:
         if not (self.u[0] < self.u[1] and self.z[0] < self.z[1]):
             raise ValueError(f"Window ranges must be (low, high) with low < high, got u={self.u} z={self.z}")
 
+
+class SceneLayout(Protocol):
+    """What the ray caster and the camera paths read of a scene (:class:`~mirage.scenes.scene.Scene` has it).
+
+    Written here, below both, so that :mod:`~mirage.scenes.raycast` and :mod:`~mirage.scenes.trajectories` need
+    not import the scene module that imports them.
+    """
+
+    seed: int
+    room_size: tuple[float, float, float]
+    objects: Sequence[Box | Sphere]
+    sky_colors: Sequence[Sequence[float]]
+
+    @property
+    def bounds(self) -> torch.Tensor: ...
+
+    @property
+    def light_direction(self) -> torch.Tensor: ...
+
+    @property
+    def free_region(self) -> tuple[float, float, float, float]: ...

@@ -9,16 +9,11 @@ functions above it are the per-primitive tests it is made of.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import torch
 
-from mirage.scenes.elements import NUM_ROOM_FACES, SKY, WALLS, Box, Material, Window
+from mirage.scenes.elements import NUM_ROOM_FACES, SKY, WALLS, Box, Material, SceneLayout, Window
 from mirage.scenes.outputs import RayHits
 from mirage.scenes.shading import shade, sky_color
-
-if TYPE_CHECKING:
-    from mirage.scenes.scene import Scene
 
 __all__ = ["pack_scene", "first_hits", "room_exit", "box_distance", "sphere_distance"]
 
@@ -110,7 +105,7 @@ def _sphere_geometry(points, center, radius: float):
     return normal, torch.stack([radius * lon, radius * lat], dim=-1)
 
 
-def pack_scene(scene: Scene, device: torch.device) -> dict:
+def pack_scene(scene: SceneLayout, device: torch.device) -> dict:
     """Scene constants as tensors on ``device``: per-object centre, rotation / half sizes or radius and a
     bounding radius for culling, dynamic flags by surface id + 1, room bounds, lights and sky colours."""
     objects = []

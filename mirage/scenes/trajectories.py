@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import TYPE_CHECKING
-
 import torch
 
 from mirage.camera import look_at
-from mirage.scenes.elements import Uniform
-
-if TYPE_CHECKING:
-    from mirage.scenes.scene import Scene
+from mirage.scenes.elements import SceneLayout, Uniform
 
 __all__ = ["TRAJECTORIES", "camera_path"]
 
 TRAJECTORIES = ("forward", "turn", "orbit", "loop")
 
 
-def camera_path(scene: Scene, kind: str, num_frames: int, **kw) -> torch.Tensor:
+def camera_path(scene: SceneLayout, kind: str, num_frames: int, **kw) -> torch.Tensor:
     """Camera path (num_frames, 4, 4) c2w float32 inside the free region, collision-free.
 
     kind:
@@ -136,7 +131,7 @@ def _poses(scene, xy, yaws, height, pitch_deg) -> torch.Tensor:
     return torch.stack(poses)
 
 
-def _trajectory_rng(scene: Scene, seed: int, salt: int) -> Uniform:
+def _trajectory_rng(scene: SceneLayout, seed: int, salt: int) -> Uniform:
     return Uniform(torch.Generator().manual_seed((scene.seed * 1_000_003 + int(seed) * 101 + salt) % 2**63))
 
 

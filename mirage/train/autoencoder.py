@@ -38,9 +38,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mirage.camera import look_at
-from mirage.eval.metrics import psnr
+from mirage.metrics import psnr
 from mirage.models.patch_autoencoder import PatchAutoencoder
 from mirage.scenes import Scene
+from mirage.durable import durable_replace
 
 __all__ = ["AutoencoderTrainConfig", "ProceduralFrames", "AutoencoderTrainer", "reconstruction_loss",
            "measure_latent_statistics", "TRAIN_SEED_OFFSET", "HELDOUT_SEED_OFFSET", "STATS_SEED_OFFSET"]
@@ -356,7 +357,7 @@ class AutoencoderTrainer:
             json.dump({"step": self.state.step, "seconds": self.state.seconds, "history": self.state.history,
                        "param_groups": groups, "config": self.config.to_dict()}, f, indent=2)
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        durable_replace(tmp, target)
         old = sorted((self.output / CHECKPOINTS_DIR).glob("step-???????"))[:-self.config.keep_checkpoints]
         for path in old:
             shutil.rmtree(path, ignore_errors=True)

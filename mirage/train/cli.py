@@ -130,7 +130,7 @@ def build_dataset(args, world_model):
         raise ValueError("--data re10k needs --data-root")
     provider = None
     if args.depth_model:
-        from mirage.depth import DepthAnythingProvider
+        from mirage.perception.depth import DepthAnythingProvider
 
         # Must predict depth in the poses' units: a metric model, or depth aligned offline and given as files.
         provider = DepthAnythingProvider.from_pretrained(args.depth_model, device=world_model.device)
@@ -184,7 +184,7 @@ def main(args) -> int:
         if args.vae_steps:
             _train_vae(args, config, world_model, dataset)
         if args.cache_dir:
-            from mirage.data.latent_cache import CachedLatentDataset, LatentCache
+            from mirage.data.encoded_clips import CachedLatentDataset, LatentCache
 
             cache = LatentCache(args.cache_dir)
             keys = cache.build(dataset, world_model, config.memory_frames, progress=not args.no_progress)

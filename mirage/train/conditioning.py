@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from mirage.data.latent_cache import EncodedClip
+from mirage.data.encoded_clips import EncodedClip
 from mirage.models import per_token_timesteps
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
 from mirage.train.flow_matching import add_noise, flow_target, sample_sigmas

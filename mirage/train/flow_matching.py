@@ -5,7 +5,7 @@
 ``s`` is drawn per clip from a logit-normal distribution and then shifted towards noise (shift 5 for the
 Wan2.2 5B model, the same ``flow_shift`` its sampler uses): ``s' = shift s / (1 + (shift - 1) s)``.
 Context frames (the conditioning frame, carried frames) stay clean with timestep 0 and are excluded from
-the loss, exactly as they are re-imposed at every sampling step (:mod:`mirage.sampling`).
+the loss, exactly as they are re-imposed at every sampling step (:mod:`mirage.pipeline.sampling`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ one CPU core, so training never renders: the pool is built in two resumable pass
 2. :func:`encode_pool`: every raw room -> ``latents-<fingerprint>/<name>.safetensors`` with the model's
    :meth:`~mirage.pipeline.MirageWorldModel.encode_images` latents of every earlier and target frame (at temporal
    stride 1 a frame encoded alone is exactly its latent inside a clip, so one encode serves as memory source and
-   as flow-matching target). The fingerprint (:func:`mirage.data.latent_cache.model_fingerprint`) hashes the
+   as flow-matching target). The fingerprint (:func:`mirage.data.encoded_clips.model_fingerprint`) hashes the
    autoencoder's weights, so latents of another autoencoder are never reused.
 
 :class:`MemoryWindowDataset` turns the encoded pool into training samples (:class:`EncodedClip`): memory = a
@@ -33,8 +33,9 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from mirage.data.latent_cache import EncodedClip, model_fingerprint
+from mirage.data.encoded_clips import EncodedClip, model_fingerprint
 from mirage.data.memory_task import MemoryTaskDataset
+from mirage.durable import durable_replace
 
 __all__ = ["render_pool", "encode_pool", "pool_files", "latent_dir", "MemoryWindowDataset", "load_room"]
 
@@ -47,7 +48,7 @@ _ENCODED = ("earlier_latents", "earlier_depth", "earlier_exclude", "earlier_intr
 def _save_atomic(tensors: dict, path: Path, metadata: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    durable_replace(tmp, path)
 
 
 def load_room(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -93,7 +94,7 @@ def render_pool(directory: str | os.PathLike, split: str, num_rooms: int, image_
 
 def latent_dir(directory: str | os.PathLike, world_model) -> Path:
     """``directory/latents-<hash>``: where :func:`encode_pool` puts this model's latents."""
-    from mirage.data.latent_cache import cache_key
+    from mirage.data.encoded_clips import cache_key
 
     return Path(directory) / cache_key("latents", model_fingerprint(world_model, (0,)))
 

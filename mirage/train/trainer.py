@@ -44,13 +44,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from mirage.data.clip import Clip
-from mirage.data.latent_cache import EncodedClip, encode_clip
+from mirage.data.encoded_clips import EncodedClip, encode_clip
 from mirage.models.checkpoints import load_adapters, save_adapters
 from mirage.models.lora import add_lora, lora_adapters
 from mirage.train.conditioning import TrainingBatch, training_batch
 from mirage.train.config import TrainConfig, lr_factor
 from mirage.train.export import export_world_model
 from mirage.train.flow_matching import batch_flow_loss
+from mirage.durable import durable_replace
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Trainer:
     """Fine-tunes ``world_model`` (or the model named by ``config.model``) on ``dataset``.
 
     dataset: items are :class:`~mirage.data.Clip` (encoded on the fly) or
-    :class:`~mirage.data.latent_cache.EncodedClip` (from a latent cache). Clips must have the model's image
+    :class:`~mirage.data.encoded_clips.EncodedClip` (from a latent cache). Clips must have the model's image
     size and ``world_model.chunk_frames`` frames or fewer (1 + s k for the model's ``temporal_stride`` s).
     """
 
@@ -335,7 +336,7 @@ class Trainer:
                         "lr_scheduler": self.lr_scheduler.state_dict(), "rng": _rng_state(),
                         "config": json.dumps(self.config.to_dict())}, tmp / STATE_FILE)
             shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
+            durable_replace(tmp, path)
             self._prune_checkpoints()
         acc.wait_for_everyone()
         return path

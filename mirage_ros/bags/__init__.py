@@ -4,6 +4,7 @@
     write          the synthetic camera into a bag (``record``)
     build_memory   ``mirage build-cache``: a bag -> the memory, through the node's own ingest
     eval_recording ``mirage eval-bag``: a bag -> the memory from its first part -> imagined vs recorded frames
+    tum            ``mirage tum-to-bag``: a TUM RGB-D sequence -> a bag with the synthetic camera's topics
     replay         a bag into a running graph with /clock (rclpy)
     cli            ``python -m mirage_ros.bags.cli record | build-cache`` (also ``python -m mirage_ros.bag_tools``)
 """

@@ -23,7 +23,8 @@ from mirage_ros.conversions.image import encode_image
 from mirage_ros.conversions.time import NS_PER_SECOND, ns_to_stamp
 from mirage_ros.sim.rig import RigConfig, SyntheticRig
 
-__all__ = ["BAG_TOPICS", "write_rig_bag", "typestore", "add_record_arguments", "record_main"]
+__all__ = ["BAG_TOPICS", "STORAGE_PLUGINS", "open_bag_writer", "camera_connections", "write_rig_bag", "typestore",
+           "add_record_arguments", "record_main"]
 
 
 def _qos(transient_local: bool, reliable: bool = True):
@@ -79,6 +80,45 @@ class _Builders:
         return self.t["tf2_msgs/msg/TFMessage"](transforms=out)
 
 
+STORAGE_PLUGINS = ("sqlite3", "mcap")
+
+
+def open_bag_writer(path: str | Path, storage: str):
+    """A new rosbags ``Writer`` (bag version 9) at ``path`` in ``storage`` (sqlite3 | mcap); ValueError on another
+    storage, FileExistsError when ``path`` exists. Use it as a context manager."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+    if storage not in plugins:
+        raise ValueError(f"storage must be one of {sorted(plugins)}, got {storage!r}")
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"bag {path} already exists")
+    return Writer(path, version=9, storage_plugin=plugins[storage])
+
+
+def camera_connections(writer, ts, compressed: bool = False, tf_static: bool = True):
+    """Add the camera topics of :data:`BAG_TOPICS` (images raw or compressed, camera_info, /tf, and /tf_static
+    latched when ``tf_static``) to an open ``writer``; returns ``write(name, msg, stamp_ns)``."""
+    def conn(name, msgtype, latched=False, suffix=""):
+        return writer.add_connection(BAG_TOPICS[name] + suffix, msgtype, typestore=ts,
+                                     offered_qos_profiles=[_qos(transient_local=latched)])
+
+    image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    conns = {"tf_static": conn("tf_static", "tf2_msgs/msg/TFMessage", latched=True)} if tf_static else {}
+    conns |= {
+        "tf": conn("tf", "tf2_msgs/msg/TFMessage"),
+        "rgb": conn("rgb", image_type, suffix="/compressed" if compressed else ""),
+        "depth": conn("depth", image_type, suffix="/compressedDepth" if compressed else ""),
+        "info": conn("info", "sensor_msgs/msg/CameraInfo"),
+    }
+
+    def write(name, msg, stamp_ns):
+        writer.write(conns[name], stamp_ns, ts.serialize_cdr(msg, msg.__msgtype__))
+
+    return write
+
+
 def write_rig_bag(path: str | Path, rig: SyntheticRig, num_frames: int | None = None, rate: float = 10.0,
                   start_ns: int = NS_PER_SECOND, storage: str = "sqlite3", progress: bool = True,
                   transport: str = "raw", compressed_format: str = "jpeg") -> Path:
@@ -90,40 +130,20 @@ def write_rig_bag(path: str | Path, rig: SyntheticRig, num_frames: int | None = 
     Returns the bag directory. Raises ValueError on a bad storage name, rate or transport, FileExistsError if
     ``path`` exists.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
-    if storage not in plugins:
-        raise ValueError(f"storage must be one of {sorted(plugins)}, got {storage!r}")
+    if storage not in STORAGE_PLUGINS:
+        raise ValueError(f"storage must be one of {sorted(STORAGE_PLUGINS)}, got {storage!r}")
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
     if transport not in ("raw", "compressed"):
         raise ValueError(f"transport must be raw or compressed, got {transport!r}")
     compressed = transport == "compressed"
     path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"bag {path} already exists")
     n = len(rig) if num_frames is None else int(num_frames)
     ts = typestore()
     build = _Builders(ts)
     c = rig.config
-    with Writer(path, version=9, storage_plugin=plugins[storage]) as writer:
-        def conn(name, msgtype, latched=False, suffix=""):
-            return writer.add_connection(BAG_TOPICS[name] + suffix, msgtype, typestore=ts,
-                                         offered_qos_profiles=[_qos(transient_local=latched)])
-
-        image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-        conns = {
-            "tf_static": conn("tf_static", "tf2_msgs/msg/TFMessage", latched=True),
-            "tf": conn("tf", "tf2_msgs/msg/TFMessage"),
-            "rgb": conn("rgb", image_type, suffix="/compressed" if compressed else ""),
-            "depth": conn("depth", image_type, suffix="/compressedDepth" if compressed else ""),
-            "info": conn("info", "sensor_msgs/msg/CameraInfo"),
-        }
-
-        def write(name, msg, stamp_ns):
-            writer.write(conns[name], stamp_ns, ts.serialize_cdr(msg, msg.__msgtype__))
-
+    with open_bag_writer(path, storage) as writer:
+        write = camera_connections(writer, ts, compressed, tf_static=True)
         if c.body_frame:
             write("tf_static", build.tf([(c.body_frame, c.camera_frame, rig.body_to_camera())], start_ns), start_ns)
         period_ns = int(round(NS_PER_SECOND / rate))

@@ -7,6 +7,7 @@ writes a ``builtin_interfaces/Time`` (rclpy or ``rosbags`` message class), goes 
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ def stamp_to_ns(t: Any) -> int:
     if isinstance(t, (float, np.floating)):
         if not np.isfinite(t):
             raise ValueError(f"time must be finite, got {t}")
-        return int(round(float(t) * 1e9))
+        # through the float's shortest decimal form: epoch seconds such as 1305031237.529735 (TUM, CSV logs) come
+        # back as the nanoseconds they were written with; t * 1e9 in float64 would be off by up to 128 ns
+        return int(Decimal(repr(float(t))).scaleb(9).to_integral_value(ROUND_HALF_EVEN))
     if hasattr(t, "nanoseconds"):
         return int(t.nanoseconds)
     if hasattr(t, "sec") and hasattr(t, "nanosec"):

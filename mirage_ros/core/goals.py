@@ -16,6 +16,7 @@ camera_info, fitted to the model's size like its keyframes); before any camera w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -31,10 +32,11 @@ from mirage_ros.core.goal_poses import GoalError, resolve_goal, resolve_poses
 
 __all__ = ["GOAL_POLICIES", "SUCCEEDED", "CANCELED", "ABORTED", "padded_length", "pad_trajectory",
            "coverage_at_poses", "observed_masks", "GoalFeedback", "FrameBatch", "GoalPlan", "GoalOutcome",
-           "GoalRunner", "NO_KEYFRAME"]
+           "GoalRunner", "NO_KEYFRAME", "INFERENCE_CHOICES", "goal_inference"]
 
 GOAL_POLICIES = ("reject", "preempt")
 SUCCEEDED, CANCELED, ABORTED = "succeeded", "canceled", "aborted"
+INFERENCE_CHOICES = ("", "mirage", "reference")  # the goal's ``inference`` field
 FALLBACK_FOV_DEG = 75.0
 NO_KEYFRAME = "no RGB-D keyframe inserted yet; waiting on"
 
@@ -139,7 +141,7 @@ class GoalRunner:
 
     Args:
         world_model: ``height``, ``width`` and ``rollout(memory, K (L,3,3), c2w (L,4,4), prompt=, seed=, progress=,
-            cancel=, num_inference_steps=, on_frames=)`` (:class:`mirage.world_model.MirageWorldModel`).
+            cancel=, num_inference_steps=, on_frames=)`` (:class:`mirage.pipeline.MirageWorldModel`).
         holder: the node's memory; a goal holds its writer lock for the whole rollout.
         cameras: where the intrinsics come from (the ingest's :class:`~mirage_ros.core.ingest.CameraTable`).
         lookup: ``lookup(target, source, stamp_ns) -> (4, 4)`` (0 = latest), raising when there is none.
@@ -297,11 +299,15 @@ class GoalRunner:
                     on_frames(FrameBatch(start, frames, resolved.stamps[start:stop], self.imagined_frame, K,
                                          poses[start:stop], masks[start:stop]))
 
-            # 5. roll out over a scratch copy: reads the observed memory, writes only the copy
+            # 5. roll out over a scratch copy: reads the observed memory, writes only the copy; with the goal's
+            #    inference choice (the reference code's, issue 20) and guidance when it asks for them
+            options, extra = goal_inference(goal)
             scratch = memory.copy()
-            out = self.world_model.rollout(scratch, K.expand(c2w.shape[0], 3, 3).clone(), c2w, prompt=goal.prompt,
-                                           seed=int(goal.seed), progress=progress, cancel=record.token,
-                                           num_inference_steps=self.steps, on_frames=frames_ready)
+            with self.world_model.inference_options(**options) if options else contextlib.nullcontext():
+                out = self.world_model.rollout(scratch, K.expand(c2w.shape[0], 3, 3).clone(), c2w,
+                                               prompt=goal.prompt, seed=int(goal.seed), progress=progress,
+                                               cancel=record.token, num_inference_steps=self.steps,
+                                               on_frames=frames_ready, **extra)
             # 6. keep what was imagined only when asked
             keep = self.keep_imagined or bool(getattr(goal, "keep_imagined", False))
             if keep:
@@ -336,6 +342,22 @@ class GoalRunner:
         fraction, depth = coverage_at_poses(self.holder.memory, K, torch.from_numpy(c2w).float(), size,
                                             self.world_model.latent_size)
         return [float(v) for v in fraction], [float(v) for v in depth]
+
+
+def goal_inference(goal) -> tuple[dict, dict]:
+    """(config overrides, rollout keywords) a goal asks for: ``inference`` "" / "mirage" (the model's settings) or
+    "reference" (:data:`mirage.pipeline.config.REFERENCE_INFERENCE`), ``guidance_scale`` > 0 (0: the model's).
+    A goal without these fields (an older interface) asks for nothing; an unknown ``inference`` raises GoalError."""
+    from mirage.pipeline.config import REFERENCE_INFERENCE
+
+    inference = str(getattr(goal, "inference", "") or "")
+    if inference not in INFERENCE_CHOICES:
+        raise GoalError(f"inference must be one of {', '.join(repr(c) for c in INFERENCE_CHOICES)}, got {inference!r}")
+    scale = float(getattr(goal, "guidance_scale", 0.0) or 0.0)
+    if scale < 0:
+        raise GoalError(f"guidance_scale must be >= 0 (0: the model's), got {scale}")
+    return (dict(REFERENCE_INFERENCE) if inference == "reference" else {}), (
+        {"guidance_scale": scale} if scale > 0 else {})
 
 
 def _frames_per_chunk(world_model) -> int:

@@ -9,7 +9,7 @@ The concurrency story, all of it:
   for their reset or swap. The world model is used only by these writers, so the same lock also
   serialises the model's per-call state (the causal VAE's caches): there is no separate model lock.
 * **Readers never lock.** The cloud publisher, stats, coverage queries and ``save`` read :attr:`memory`
-  directly. That is safe because the memory is copy-on-write (:class:`mirage.point_memory.PointMemory`): a
+  directly. That is safe because the memory is copy-on-write (:class:`mirage.memory.base.PointMemory`): a
   write builds a new point store and swaps it in with one assignment, so a reader sees the store before or
   after a write, never half of one. Counters (``frames_inserted``, ``version``) may lag the write in progress.
 * **A writer that cannot wait says so.** ``clear`` and ``load`` wait at most ``timeout`` seconds and then raise

@@ -19,6 +19,9 @@ def test_reader_takes_every_time_type():
     assert stamp_to_ns(NS(nanoseconds=42)) == 42  # rclpy Time / Duration
     assert stamp_to_ns(5) == 5 and stamp_to_ns(np.int64(6)) == 6
     assert stamp_to_ns(1.5) == 1_500_000_000
+    # epoch seconds as written in a dataset's text files come back exactly (float(s) * 1e9 is 128 ns off here)
+    assert stamp_to_ns(1305031237.529735) == 1_305_031_237_529_735_000
+    assert stamp_to_ns(np.float64(0.1) + np.float64(0.2)) == 300_000_000
     # a stamp past 2**53 ns stays exact as an int
     assert stamp_to_ns(NS(sec=1_795_000_000, nanosec=1)) == 1_795_000_000_000_000_001
     for bad in ("now", True, float("nan"), None):
