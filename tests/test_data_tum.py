@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from mirage.data.tum import (CAMERAS, TUMSequence, associate, camera_for, interpolate_poses, read_groundtruth,
-                             read_tum_list, tum_memory_tasks)
+from mirage.data.tum import (CAMERAS, TUMSequence, associate, camera_for, interpolate_poses, parse_frame_range,
+                             parse_tum_source, read_groundtruth, read_tum_list, tum_memory_tasks, tum_training_tasks)
 
 SLICE = Path(__file__).parent / "data" / "tum_fr1_rpy_slice"
 SIZE = (64, 96)
@@ -199,6 +199,48 @@ def test_memory_tasks_on_the_slice_score_what_only_the_memory_saw(sequence):
         tum_memory_tasks(sequence, SIZE, num_frames=33)  # 18 later frames cannot hold a 33-frame window
 
 
+def test_frame_range_keeps_a_part_with_the_whole_sequences_numbers(sequence):
+    assert parse_frame_range("10:30") == (10, 30) and parse_frame_range("415:") == (415, None)
+    assert parse_frame_range(":12") == (0, 12)
+    for bad in ("30:10", "5:5", "a:b", "1:2:3", "-1:4", "12"):
+        with pytest.raises(ValueError, match="frame range"):
+            parse_frame_range(bad)
+    assert parse_tum_source("/d/seq@12:") == ("/d/seq", (12, None))
+    assert parse_tum_source("/d/seq") == ("/d/seq", None)
+    assert parse_tum_source("/d/user@host/seq") == ("/d/user@host/seq", None)  # an @ that is no range stays
+    part = TUMSequence(SLICE, frames=(10, 30))
+    assert len(part) == 20 and part.first_frame == 10 and sequence.first_frame == 0
+    np.testing.assert_array_equal(part.cam_to_world, sequence.cam_to_world[10:30])
+    np.testing.assert_array_equal(part.stamps, sequence.stamps[10:30])
+    assert part.rgb_files == sequence.rgb_files[10:30] and part.depth_files == sequence.depth_files[10:30]
+    np.testing.assert_array_equal(part.frame(0)[0], sequence.frame(10)[0])
+    assert len(TUMSequence(SLICE, frames=(30, None))) == 6
+    with pytest.raises(ValueError, match="leave no frame"):
+        TUMSequence(SLICE, frames=(36, None))
+    # memory and windows of a part come from the part only, numbered in the whole sequence
+    tasks = tum_memory_tasks(TUMSequence(SLICE, frames=(6, None)), SIZE, num_tasks=1, num_frames=9, memory_frames=6,
+                             candidate_step=2)
+    assert len(tasks) == 1
+    assert all(6 <= m < 21 for m in tasks[0].info["memory_frames"])  # the first half of frames 6..35
+    assert tasks[0].room_seed >= 21 and tasks[0].info["frames"] == list(range(tasks[0].room_seed,
+                                                                              tasks[0].room_seed + 9))
+    assert tasks[0].name == f"tum_fr1_rpy_slice@{tasks[0].room_seed}"
+
+
+def test_training_tasks_look_back_at_frames_before_the_window(sequence):
+    tasks = tum_training_tasks(TUMSequence(SLICE, frames=(0, 34)), SIZE, num_frames=9, memory_frames=8,
+                               min_history=16, step=8)
+    assert [t.name for t in tasks] == ["tum_fr1_rpy_slice@16x1", "tum_fr1_rpy_slice@16x2", "tum_fr1_rpy_slice@24x1"]
+    for task, stride in zip(tasks, (1, 2, 1)):
+        start = task.room_seed
+        assert task.info["frames"] == list(range(start, start + 9 * stride, stride))
+        assert len(task.info["memory_frames"]) == 8 and max(task.info["memory_frames"]) == start - 1
+        assert task.context_frames == (0,) and 0.0 <= task.needs_memory <= 1.0
+    torch.testing.assert_close(tasks[1].target.cam_to_world, torch.from_numpy(sequence.cam_to_world[16:33:2]).float())
+    with pytest.raises(ValueError, match="no 9-frame window"):
+        tum_training_tasks(sequence, SIZE, num_frames=9, min_history=30)
+
+
 def test_context_holes_count_as_seen():
     from mirage.data.visibility import memory_need
 
@@ -228,5 +270,12 @@ def test_eval_cli_on_the_slice(tmp_path):
     assert set(result["table"]) == {"latent", "repeat_first"} and "TUM RGB-D tum_fr1_rpy_slice" in \
         result["settings"]["data"]
     assert result["table"]["repeat_first"]["PSNR_self"] is None
+    # a held-out part: memory and windows from frames 12..35 only
+    argv[argv.index(f"tum:{SLICE}")] = f"tum:{SLICE}@12:"
+    assert main(argv) == 0
+    settings = json.loads((out / "results.json").read_text())["settings"]["data"]
+    assert "24 associated frames 12..35" in settings and "windows starting at frames [" in settings
+    assert min(int(s) for s in settings.rsplit("[", 1)[1].split("]")[0].split(",")) >= 24
+    assert main(["eval", "--model", "tiny", "--data", f"tum:{SLICE}@40:", "--output", str(out)]) == 2
     assert main(["eval", "--model", "tiny", "--data", "tum:", "--output", str(out)]) == 2
     assert main(["eval", "--model", "tiny", "--data", f"tum:{tmp_path / 'none'}", "--output", str(out)]) == 2

@@ -105,3 +105,87 @@ def test_heldout_controls(pool):
     assert losses["true"] == pytest.approx(losses["off"], rel=1e-5)
     with pytest.raises(ValueError, match="controls"):
         heldout_losses(model, [sample], controls=("oracle",))
+
+
+# ------------------------------------------------------------------------------------------------ real windows, mixed
+TUM_SLICE = __import__("pathlib").Path(__file__).parent / "data" / "tum_fr1_rpy_slice"
+
+
+@pytest.fixture(scope="module")
+def real_pool(pool, tmp_path_factory):
+    from mirage.train.memory_pool import render_tum_pool
+
+    root = tmp_path_factory.mktemp("real_pool")
+    # the slice's frames 0..33 only (the training part): 9-frame windows after 16 frames of history, every 8th start
+    paths = render_tum_pool(root, f"{TUM_SLICE}@0:34", SIZE, progress=False, num_frames=9, min_history=16, step=8,
+                            memory_frames=8)
+    encode_pool(root, pool[1], progress=False)
+    return root, paths
+
+
+def test_real_windows_are_pool_rooms_of_the_training_part(pool, real_pool):
+    root, paths = real_pool
+    # starts 16 and 24 at stride 1, 16 at stride 2 (24 + 2 * 8 = 40 is past frame 33)
+    assert [p.stem for p in paths] == ["tum_fr1_rpy_slice@16x1", "tum_fr1_rpy_slice@16x2", "tum_fr1_rpy_slice@24x1"]
+    tensors, meta = load_room(paths[1])
+    assert meta["split"] == "train" and meta["variant"] == "tum"
+    assert tensors["target_rgb"].shape == (9, 3, *SIZE) and tensors["earlier_rgb"].shape == (8, 3, *SIZE)
+    assert tensors["earlier_exclude"].dtype == torch.bool and tensors["earlier_exclude"].any()  # Kinect depth holes
+    from mirage.data.tum import TUMSequence
+
+    full = TUMSequence(TUM_SLICE)
+    # target = frames 16, 18, .., 32; memory = 8 frames spread over frames 0..15, the last one frame 15
+    assert torch.allclose(tensors["target_cam_to_world"], torch.from_numpy(full.cam_to_world[16:33:2]).float())
+    assert torch.allclose(tensors["earlier_cam_to_world"][-1], torch.from_numpy(full.cam_to_world[15]).float())
+    encoded = pool_files(latent_dir(root, pool[1]), split="train")
+    assert [p.name for p in encoded] == [p.name for p in paths]
+    mtime = paths[0].stat().st_mtime_ns
+    from mirage.train.memory_pool import render_tum_pool
+
+    render_tum_pool(root, f"{TUM_SLICE}@0:34", SIZE, progress=False, num_frames=9, min_history=16, step=8,
+                    memory_frames=8)
+    assert paths[0].stat().st_mtime_ns == mtime  # resumable: nothing rewritten
+
+
+def test_mixed_windows_draw_the_stated_share_deterministically(pool, real_pool):
+    from mirage.train.memory_pool import MixedWindowDataset
+
+    root, model = pool
+    procedural = MemoryWindowDataset(pool_files(latent_dir(root, model), split="train"), model.chunk_latent_frames,
+                                     repeats=1000)
+    real = MemoryWindowDataset(pool_files(latent_dir(real_pool[0], model)), model.chunk_latent_frames, starts=[0])
+    for fraction, low, high in ((0.0, 0, 0), (1.0, 1, 1), (0.3, 0.26, 0.34)):
+        mix = MixedWindowDataset(procedural, real, fraction, seed=4)
+        assert len(mix) == len(procedural)
+        sources = [mix.source(i) for i in range(len(mix))]
+        share = sum(w == "secondary" for w, _ in sources) / len(mix)
+        assert low <= share <= high, (fraction, share)  # 2000 items: 0.3 +- 4 standard deviations
+        assert all(i == n for n, (w, i) in enumerate(sources) if w == "primary")
+        assert all(0 <= i < len(real) for w, i in sources if w == "secondary")
+    mix = MixedWindowDataset(procedural, real, 0.3, seed=4)
+    n = next(i for i in range(len(mix)) if mix.source(i)[0] == "secondary")
+    a, b = mix[n], MixedWindowDataset(procedural, real, 0.3, seed=4)[n]
+    assert a.name.startswith("tum_fr1_rpy_slice@") and torch.equal(a.latents, b.latents)
+    assert torch.equal(a.source_latents, b.source_latents)
+    with pytest.raises(ValueError, match="fraction"):
+        MixedWindowDataset(procedural, real, 1.5)
+
+
+def test_train_cli_mixes_a_real_pool(pool, real_pool, tmp_path):
+    import argparse
+
+    from mirage.train.cli import add_arguments, build_dataset
+    from mirage.train.memory_pool import MixedWindowDataset
+
+    root, model = pool
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--output", str(tmp_path), "--data", "memory-pool", "--pool", str(root),
+                              "--real-pool", str(real_pool[0]), "--real-fraction", "0.4"])
+    mix = build_dataset(args, model)
+    assert isinstance(mix, MixedWindowDataset) and mix.fraction == 0.4
+    assert mix.primary.starts == list(range(9, 25)) and mix.secondary.starts == [0]  # real: every start (T = 9)
+    assert len(mix.secondary.files) == 3
+    alone = build_dataset(parser.parse_args(["--output", str(tmp_path), "--data", "memory-pool", "--pool",
+                                             str(root)]), model)
+    assert isinstance(alone, MemoryWindowDataset)

@@ -40,6 +40,12 @@ crop to the aspect ratio, area resize; depth nearest), as the node fits its came
 Bad input raises ``ValueError`` naming the file: a missing list or image, a malformed line, a listed path that
 leads outside the sequence directory, an image that does not decode, a depth image that is not single-channel
 16-bit, colour and depth of different sizes, an image whose aspect ratio is not the calibration's.
+
+**A part of a sequence** (``frames=(start, end)``, :func:`parse_tum_source`'s ``DIR@START:END``): only the
+associated, posed frames ``start .. end - 1`` (Python slice rules on the frame index, ``end`` exclusive; either
+may be left out) are the sequence; :attr:`TUMSequence.first_frame` keeps ``start``, so task names and frame
+numbers stay those of the whole sequence. This is how a held-out part is kept apart from a training part of the
+same recording (mirage-tiny's real-data fine-tune: frames ``0:415`` train, ``415:`` evaluate).
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ from mirage.camera import intrinsics_from_opencv, intrinsics_to_opencv, scale_in
 from mirage.data.clip import Clip
 
 __all__ = ["TUMCamera", "CAMERAS", "DEPTH_SCALE", "MAX_DIFFERENCE", "read_tum_list", "read_groundtruth",
-           "associate", "interpolate_poses", "camera_for", "TUMSequence", "tum_memory_tasks"]
+           "associate", "interpolate_poses", "camera_for", "parse_frame_range", "parse_tum_source", "TUMSequence",
+           "tum_memory_tasks", "tum_training_tasks"]
 
 DEPTH_SCALE = 5000.0   # depth PNG units per metre
 MAX_DIFFERENCE = 0.02  # seconds: associate.py's default
@@ -105,6 +112,27 @@ def camera_for(root: str | os.PathLike) -> TUMCamera:
             return CAMERAS[key]
     raise ValueError(f"cannot tell the camera of {root} from its name (no freiburg1/2/3 or fr1/2/3 in it): pass "
                      f"camera= one of {sorted(CAMERAS)}")
+
+
+def parse_frame_range(text: str) -> tuple[int, int | None]:
+    """``"START:END"`` (either side may be empty: ``":300"``, ``"415:"``) -> (start, end or None); ValueError
+    unless both are non-negative integers with start < end."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p == "" or p.isdigit() for p in parts):
+        raise ValueError(f"a frame range is START:END with non-negative integers (either may be empty), got {text!r}")
+    start, end = int(parts[0] or 0), (int(parts[1]) if parts[1] else None)
+    if end is not None and end <= start:
+        raise ValueError(f"frame range {text!r} is empty (END must be > START)")
+    return start, end
+
+
+def parse_tum_source(text: str) -> tuple[str, tuple[int, int | None] | None]:
+    """``"DIR"`` or ``"DIR@START:END"`` -> (directory, frame range or None). The ``@`` suffix is read as a range only
+    when it has the range's form, so a directory with an ``@`` in its name still works."""
+    head, sep, tail = text.rpartition("@")
+    if sep and head and ":" in tail and all(p == "" or p.isdigit() for p in tail.split(":")):
+        return head, parse_frame_range(tail)
+    return text, None
 
 
 # ------------------------------------------------------------------------------------------------ lists
@@ -270,14 +298,17 @@ class TUMSequence:
         max_difference: rgb <-> depth association limit, seconds.
         max_pose_difference: frame <-> ground-truth limit, seconds.
         undistort: undistort the frames to the camera's pinhole K (default: when the camera has distortion).
+        frames: ``(start, end)``: keep only the associated, posed frames ``start .. end - 1`` (``end`` None: to the
+            last); ValueError when that leaves none.
 
     Attributes: ``stamps`` (N,) rgb stamps, ``depth_stamps`` (N,), ``rgb_files``, ``depth_files``, ``cam_to_world``
-    (N, 4, 4) float64, ``image_size`` (H, W) of the files, ``skipped`` {reason: count}.
+    (N, 4, 4) float64, ``image_size`` (H, W) of the files, ``skipped`` {reason: count}, ``first_frame`` (the
+    index of frame 0 in the whole sequence: ``start``, else 0).
     """
 
     def __init__(self, root: str | os.PathLike, camera: str | TUMCamera | None = None,
                  max_difference: float = MAX_DIFFERENCE, max_pose_difference: float = MAX_DIFFERENCE,
-                 undistort: bool | None = None):
+                 undistort: bool | None = None, frames: tuple[int, int | None] | None = None):
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"TUM sequence {root} is not a directory")
@@ -308,10 +339,18 @@ class TUMSequence:
             raise ValueError(f"{self.root}: no frame has a ground-truth pose within {max_pose_difference:g} s "
                              f"(frames {rgb_stamps[0]:.3f}..{rgb_stamps[-1]:.3f} s, ground truth "
                              f"{gt_stamps[0]:.3f}..{gt_stamps[-1]:.3f} s)")
-        rgb_i, depth_i = rgb_i[found], depth_i[found]
+        rgb_i, depth_i, poses = rgb_i[found], depth_i[found], poses[found]
+        self.first_frame = 0
+        if frames is not None:
+            start, end = int(frames[0]), (len(rgb_i) if frames[1] is None else int(frames[1]))
+            if not 0 <= start < min(end, len(rgb_i)):
+                raise ValueError(f"{self.root}: frames {start}:{end} leave no frame of the {len(rgb_i)} associated, "
+                                 f"posed ones")
+            rgb_i, depth_i, poses = rgb_i[start:end], depth_i[start:end], poses[start:end]
+            self.first_frame = start
         self.stamps = rgb_stamps[rgb_i]
         self.depth_stamps = depth_stamps[depth_i]
-        self.cam_to_world = poses[found]
+        self.cam_to_world = poses
         self.rgb_files = [_inside(self.root, rgb_rows[i][0], rgb_list, int(i) + 1) for i in rgb_i]
         self.depth_files = [_inside(self.root, depth_rows[j][0], depth_list, int(j) + 1) for j in depth_i]
         first = _read_rgb(self.rgb_files[0])
@@ -385,6 +424,26 @@ class TUMSequence:
 
 
 # ------------------------------------------------------------------------------------------------ memory tasks
+def _window_task(sequence: TUMSequence, earlier: Clip, memory_index: Sequence[int], picks: Sequence[int],
+                 size: tuple[int, int], frames: Clip | None = None, offset: int = 0, suffix: str = "",
+                 **task_kwargs):
+    """The recorded memory task of target frames ``picks`` (indices into ``sequence``; taken from ``frames``, a clip
+    of frames ``offset ..`` of it, when given) with ``earlier`` (frames ``memory_index``) as memory; named and
+    numbered by the frames' indices in the whole sequence (:attr:`TUMSequence.first_frame`), ``suffix`` appended
+    to the name."""
+    from mirage.data.memory_task import recorded_memory_task
+
+    base = sequence.first_frame
+    name = f"{sequence.name}@{base + picks[0]}{suffix}"
+    if frames is None:
+        target = sequence.clip(picks, size, name=name)
+    else:  # the clip's name keys the evaluation's rows and videos
+        target = replace(frames.select([p - offset for p in picks]), name=name)
+    return recorded_memory_task(earlier, target, name=name, variant="tum", room_seed=base + picks[0],
+                                info={"frames": [base + p for p in picks],
+                                      "memory_frames": [base + m for m in memory_index]}, **task_kwargs)
+
+
 def tum_memory_tasks(sequence: TUMSequence, image_size: Sequence[int], num_tasks: int = 4, num_frames: int = 33,
                      frame_stride: int = 1, memory_fraction: float = 0.5, memory_frames: int = 16,
                      candidate_step: int | None = None, **task_kwargs) -> list:
@@ -399,10 +458,11 @@ def tum_memory_tasks(sequence: TUMSequence, image_size: Sequence[int], num_tasks
       needs-memory share that do not overlap are kept, in time order. ``task_kwargs`` (``min_frame_fraction``,
       ``min_needs_memory``, ``check_stride``) go to ``recorded_memory_task``.
 
-    ValueError when the sequence is too short for a memory part and one window.
+    On a part of a sequence (``TUMSequence(frames=...)``) memory and windows come from that part only; names and
+    frame numbers are those of the whole sequence. ValueError when the sequence is too short for a memory part and
+    one window.
     """
     from mirage.camera import num_latent_frames
-    from mirage.data.memory_task import recorded_memory_task
 
     num_latent_frames(num_frames)
     if num_tasks < 1 or frame_stride < 1 or memory_frames < 1 or not 0.0 < memory_fraction < 1.0:
@@ -422,17 +482,48 @@ def tum_memory_tasks(sequence: TUMSequence, image_size: Sequence[int], num_tasks
     later = sequence.clip(range(n_past, N), size, name=f"{sequence.name}-later")
     scored = []
     for start in starts:
-        picks = [start - n_past + k * frame_stride for k in range(num_frames)]
-        name = f"{sequence.name}@{start}"
-        target = replace(later.select(picks), name=name)  # the clip's name keys the evaluation's rows and videos
-        task = recorded_memory_task(earlier, target, name=name, variant="tum",
-                                    room_seed=start, info={"frames": [p + n_past for p in picks],
-                                                           "memory_frames": memory_index}, **task_kwargs)
+        picks = [start + k * frame_stride for k in range(num_frames)]
+        task = _window_task(sequence, earlier, memory_index, picks, size, later, n_past, **task_kwargs)
         scored.append((task.needs_memory, start, task))
     chosen = []
     for _, start, task in sorted(scored, key=lambda x: (-x[0], x[1])):
-        if all(abs(start - other.room_seed) >= span for other in chosen):
+        if all(abs(task.room_seed - other.room_seed) >= span for other in chosen):
             chosen.append(task)
         if len(chosen) == num_tasks:
             break
     return sorted(chosen, key=lambda t: t.room_seed)
+
+
+def tum_training_tasks(sequence: TUMSequence, image_size: Sequence[int], num_frames: int = 33,
+                       frame_strides: Sequence[int] = (1, 2), memory_frames: int = 16, min_history: int = 64,
+                       step: int = 8, **task_kwargs) -> list:
+    """Memory-task training samples from a (part of a) real sequence, the structure of the procedural pool: for
+    every window start ``s`` (from ``min_history``, every ``step`` frames) and stride in ``frame_strides`` that
+    fits, the target is ``num_frames`` frames from ``s`` (every stride-th), the memory ``memory_frames`` frames
+    spread evenly over the frames before ``s`` (the earlier pass). Every window is kept (``task.accepted`` says
+    whether it passes ``min_needs_memory``; the pool trains on all of them, as a recording does not choose where it
+    looks back). Named ``<sequence>@<first frame>x<stride>``; in time order, then by stride. ValueError when no
+    window fits."""
+    from mirage.camera import num_latent_frames
+
+    num_latent_frames(num_frames)
+    if memory_frames < 1 or min_history < 1 or step < 1 or not frame_strides or min(frame_strides) < 1:
+        raise ValueError(f"need memory_frames, min_history, step and every frame stride >= 1, got {memory_frames}, "
+                         f"{min_history}, {step}, {list(frame_strides)}")
+    N, size = len(sequence), (int(image_size[0]), int(image_size[1]))
+    tasks = []
+    for start in range(min_history, N, step):
+        memory_index = sorted({int(round(x)) for x in np.linspace(0, start - 1, min(memory_frames, start))})
+        earlier = None
+        for stride in frame_strides:
+            picks = [start + k * int(stride) for k in range(num_frames)]
+            if picks[-1] >= N:
+                continue
+            if earlier is None:
+                earlier = sequence.clip(memory_index, size, name=f"{sequence.name}-memory@{start}")
+            tasks.append(_window_task(sequence, earlier, memory_index, picks, size, suffix=f"x{stride}",
+                                      **task_kwargs))
+    if not tasks:
+        raise ValueError(f"{sequence.name}: {N} frames hold no {num_frames}-frame window after {min_history} frames "
+                         f"of history at strides {list(frame_strides)}")
+    return tasks

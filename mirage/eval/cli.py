@@ -20,6 +20,10 @@ the memory from frames of the sequence's first part, ``--scenes`` later windows 
     mirage eval --model mirage-tiny --data tum:/data/rgbd_dataset_freiburg1_rpy --scenes 4 --frame-stride 2 \
         --output runs/eval-tum
 
+``tum:DIR@START:END`` restricts memory and windows to the sequence's frames ``START .. END - 1`` (a held-out part,
+e.g. ``@415:`` for the part mirage-tiny's real-data fine-tune never saw); ``--memory-fraction`` is then a share of
+that part.
+
 ``--variants`` runs the ablations of :mod:`mirage.eval.variants` (the full method and each variant, on the same
 clips and seeds; without ``--methods`` only those rows). Every row is also scored for 3D and photometric
 consistency (:mod:`mirage.eval.consistency`; ``--no-consistency`` skips it).
@@ -66,14 +70,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--earlier-frames", type=int, default=16, help="memory protocol: frames of the earlier pass")
     parser.add_argument("--min-needs-memory", type=float, default=None,
                         help="memory protocol: resample a path whose returning frames need memory less than this")
-    parser.add_argument("--data", default="synthetic", metavar="synthetic|re10k|tum:DIR",
+    parser.add_argument("--data", default="synthetic", metavar="synthetic|re10k|tum:DIR[@START:END]",
                         help="held-out synthetic scenes (default), RealEstate10K-format clips (novel view only), or "
                              "a TUM RGB-D sequence directory (tum:DIR, the memory protocol on real frames: memory "
-                             "from the first part, --scenes later windows that look back at seen places)")
+                             "from the first part, --scenes later windows that look back at seen places; @START:END: "
+                             "only the frames START..END-1, e.g. a held-out part)")
     parser.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
     parser.add_argument("--frame-stride", type=int, default=1, help="re10k, tum: take every n-th frame")
     parser.add_argument("--memory-fraction", type=float, default=0.5,
-                        help="tum: share of the sequence (from the start) the memory frames come from")
+                        help="tum: share of the sequence (or of its @START:END part, from its start) the memory "
+                             "frames come from")
     parser.add_argument("--tum-camera", default=None,
                         help="tum: calibration (fr1, fr2, fr3, ros_default; default: from the directory name)")
     parser.add_argument("--paths", nargs="+", default=["forward", "turn", "orbit"], help="outgoing path kinds")
@@ -142,18 +148,23 @@ def _data_source(text: str) -> tuple[str, str | None]:
         return text, None
     if text.startswith("tum:") and len(text) > 4:
         return "tum", text[4:]
-    raise ValueError(f"--data must be synthetic, re10k or tum:DIR (a TUM RGB-D sequence directory), got {text!r}")
+    raise ValueError(f"--data must be synthetic, re10k or tum:DIR[@START:END] (a TUM RGB-D sequence directory), "
+                     f"got {text!r}")
 
 
 def _tum_tasks(args, directory: str, frames: int, image_size) -> tuple[list, str]:
-    from mirage.data.tum import TUMSequence, tum_memory_tasks
+    from mirage.data.tum import TUMSequence, parse_tum_source, tum_memory_tasks
 
-    sequence = TUMSequence(directory, camera=args.tum_camera)
+    root, part = parse_tum_source(directory)
+    sequence = TUMSequence(root, camera=args.tum_camera, frames=part)
     kw = {} if args.min_needs_memory is None else {"min_needs_memory": args.min_needs_memory}
     tasks = tum_memory_tasks(sequence, image_size, args.scenes, frames, args.frame_stride, args.memory_fraction,
                              args.earlier_frames, **kw)
     skipped = "; ".join(f"{n} {why}" for why, n in sequence.skipped.items()) or "none"
-    source = (f"TUM RGB-D {sequence.name} ({len(sequence)} associated frames, camera {sequence.camera.name}"
+    first = sequence.first_frame
+    frames_text = "" if part is None else f" {first}..{first + len(sequence) - 1}"
+    source = (f"TUM RGB-D {sequence.name} ({len(sequence)} associated frames{frames_text}, camera "
+              f"{sequence.camera.name}"
               f"{', undistorted' if sequence.undistort else ''}; left out: {skipped}); memory from "
               f"{tasks[0].earlier.num_frames} frames of the first {args.memory_fraction:g}; windows starting at frames "
               f"{[t.room_seed for t in tasks]}, stride {args.frame_stride}")

@@ -16,14 +16,17 @@ import json
 import logging
 import sys
 
-from mirage.train.config import LR_SCHEDULES
+from mirage.train.config import LR_SCHEDULES, PRESETS, SIGMA_SAMPLINGS
 
 __all__ = ["add_arguments", "main", "build_dataset"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
-    g.add_argument("--config", default="tiny", help="training preset: tiny (CPU) or wan22_5b (default: tiny)")
+    g.add_argument("--config", default="tiny", choices=tuple(PRESETS),
+                   help="training preset: tiny (CPU), wan22_5b, or reference (wan22_5b with the reference code's "
+                        "training choices: per-frame sigma, side branch frozen in stage 2; docs/DESIGN.md) "
+                        "(default: tiny)")
     g.add_argument("--config-file", help="JSON TrainConfig; its values override the preset")
     g.add_argument("--output", required=True, help="run directory (checkpoints, loss log, final model)")
     g.add_argument("--model", help="world model to fine-tune: built-in name or directory (stage 2: stage 1's final/)")
@@ -40,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="after warm-up: constant, or cosine down to 10%% at --steps (stages 0-2: default constant; "
                         "autoencoder: default cosine to 5%%)")
     g.add_argument("--lora-rank", type=int)
+    g.add_argument("--sigma-sampling", choices=SIGMA_SAMPLINGS,
+                   help="noise levels: one per clip, shifted logit-normal (default), or one per latent frame, shifted "
+                        "uniform (the reference's)")
+    g.add_argument("--flow-shift", type=float, help="shift of the sampled noise levels (default 5)")
+    g.add_argument("--freeze-side-branch", action="store_true", default=None,
+                   help="stage 2: train LoRA only, the side branch stays frozen (the reference's stage 2)")
     g.add_argument("--mixed-precision", choices=("no", "bf16"))
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="weights of the frozen model (bfloat16 needs --mixed-precision bf16; trained weights stay float32)")
@@ -70,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--window-starts", type=int, nargs="+",
                    help="memory-pool: window starts in the target clip (default: windows that reach the return)")
     d.add_argument("--min-sources", type=int, default=8, help="memory-pool: fewest earlier-pass frames in a memory")
+    d.add_argument("--real-pool", help="memory-pool: a second pool of real windows (python -m mirage.train.memory_pool "
+                                       "render-tum), mixed in at --real-fraction")
+    d.add_argument("--real-fraction", type=float, default=0.3,
+                   help="memory-pool with --real-pool: share of the samples drawn from it (default 0.3)")
+    d.add_argument("--real-window-starts", type=int, nargs="+",
+                   help="memory-pool with --real-pool: window starts in its target windows (default: every start; a "
+                        "recorded window has no turning point)")
     d.add_argument("--data-root", help="RealEstate10K-format folder (--data re10k)")
     d.add_argument("--frames", type=int, help="frames per clip, 1 + 4k (default: the model's chunk)")
     d.add_argument("--scenes", type=int, default=16, help="synthetic scenes (default 16)")
@@ -97,27 +113,43 @@ def _train_config(args):
     overrides = {k: getattr(args, k) for k in ("model", "stage", "steps", "batch_size", "grad_accum", "learning_rate",
                                                "warmup_steps", "lora_rank", "mixed_precision", "gradient_checkpointing",
                                                "seed", "checkpoint_every", "memory_dropout", "num_workers",
-                                               "train_camera_embedding", "lr_schedule")
+                                               "train_camera_embedding", "lr_schedule", "sigma_sampling",
+                                               "flow_shift", "freeze_side_branch")
                  if getattr(args, k) is not None}
     if args.memory_frames is not None:
         overrides["memory_frames"] = tuple(args.memory_frames)
     return TrainConfig.from_dict({**config.to_dict(), **overrides})
 
 
+def _pool_windows(pool, world_model, starts, min_sources: int, seed: int, every_start: bool = False):
+    """The training windows of an encoded pool (``every_start``: default starts anywhere in the target clips)."""
+    from mirage.train.memory_pool import MemoryWindowDataset, latent_dir, pool_files
+
+    files = pool_files(latent_dir(pool, world_model), split="train")
+    if not files:
+        raise ValueError(f"no encoded training rooms for this model's autoencoder in {pool} "
+                         "(python -m mirage.train.memory_pool encode)")
+    if starts is None and every_start:
+        F = world_model.chunk_latent_frames
+        starts = list(range(MemoryWindowDataset(files[:1], F).num_target_frames - F + 1))
+    return MemoryWindowDataset(files, world_model.chunk_latent_frames, starts=starts, min_sources=min_sources,
+                               seed=seed)
+
+
 def build_dataset(args, world_model):
     """The clip dataset the arguments describe, at the model's image size."""
     frames = args.frames or world_model.chunk_frames
     if args.data == "memory-pool":
-        from mirage.train.memory_pool import MemoryWindowDataset, latent_dir, pool_files
+        from mirage.train.memory_pool import MixedWindowDataset
 
         if not args.pool:
             raise ValueError("--data memory-pool needs --pool")
-        files = pool_files(latent_dir(args.pool, world_model), split="train")
-        if not files:
-            raise ValueError(f"no encoded training rooms for this model's autoencoder in {args.pool} "
-                             "(python -m mirage.train.memory_pool encode)")
-        return MemoryWindowDataset(files, world_model.chunk_latent_frames, starts=args.window_starts,
-                                   min_sources=args.min_sources, seed=args.seed or 0)
+        dataset = _pool_windows(args.pool, world_model, args.window_starts, args.min_sources, args.seed or 0)
+        if not args.real_pool:
+            return dataset
+        real = _pool_windows(args.real_pool, world_model, args.real_window_starts, args.min_sources, args.seed or 0,
+                             every_start=True)
+        return MixedWindowDataset(dataset, real, args.real_fraction, seed=args.seed or 0)
     if args.data == "synthetic":
         from mirage.data.synthetic import SyntheticClipDataset
 

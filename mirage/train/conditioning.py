@@ -17,7 +17,8 @@ import torch
 from mirage.data.encoded_clips import EncodedClip
 from mirage.models import per_token_timesteps
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
-from mirage.train.flow_matching import add_noise, flow_target, sample_sigmas
+from mirage.train.flow_matching import (SIGMA_SAMPLINGS, add_noise, context_zeroed, flow_target,
+                                        sample_frame_sigmas, sample_sigmas)
 
 __all__ = ["ChunkConditioning", "chunk_conditioning", "memory_from_sources", "TrainingBatch", "training_batch"]
 
@@ -37,7 +38,8 @@ class TrainingBatch:
 
     noisy (B, 48, F, h, w); timestep (B, S) per token in [0, 1000]; context (B, F) bool; target (B, 48, F, h, w);
     memory_latents (B, 48, F, h, w) / memory_mask (B, 1, F, h, w) / rays (B, 6, F, h, w) or None;
-    sigmas (B,) noise level of the generated frames.
+    sigmas (B,) noise level of the generated frames, or (B, F) one per latent frame (per-frame sampling; the
+    context frames' entries are ignored, they are clean).
     """
 
     noisy: torch.Tensor
@@ -51,9 +53,8 @@ class TrainingBatch:
 
     @property
     def frame_sigmas(self) -> torch.Tensor:
-        """(B, F) noise level per latent frame: the sample's sigma, 0 on its clean context frames."""
-        return torch.where(self.context.to(self.sigmas.device), torch.zeros_like(self.sigmas)[:, None],
-                           self.sigmas[:, None])
+        """(B, F) noise level per latent frame: the sample's sigma(s), 0 on its clean context frames."""
+        return context_zeroed(self.sigmas, self.context)
 
     def model_kwargs(self) -> dict:
         kw = {"rays": self.rays}
@@ -65,7 +66,7 @@ class TrainingBatch:
 def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch.Generator,
                    context_latent_frames: int = 1, logit_mean: float = 0.0, logit_std: float = 1.0,
                    flow_shift: float = 5.0, memory_dropout: float = 0.0,
-                   use_memory: bool = True) -> TrainingBatch:
+                   use_memory: bool = True, sigma_sampling: str = "per_clip_logit_normal") -> TrainingBatch:
     """Noise a batch of encoded clips and build their conditioning.
 
     Each sample's first ``c`` latent frames are clean context: ``c = 1`` (the first chunk of a rollout) or,
@@ -73,8 +74,12 @@ def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch
     chunks carry that many). ``memory_dropout`` is the probability that a sample sees an empty memory (a
     rollout starting from a bare first frame, or a region the memory never saw). All randomness comes from
     ``generator`` (CPU), so a given generator state always gives the same batch. ``use_memory=False`` (stage 0)
-    builds no memory and no readout, even for a model with a side branch.
+    builds no memory and no readout, even for a model with a side branch. ``sigma_sampling``: one noise level per
+    sample from the shifted logit-normal (``"per_clip_logit_normal"``) or one per latent frame from the shifted
+    uniform (``"per_frame_uniform_shift"``, the reference's; ``logit_mean`` / ``logit_std`` then unused).
     """
+    if sigma_sampling not in SIGMA_SAMPLINGS:
+        raise ValueError(f"sigma_sampling must be one of {SIGMA_SAMPLINGS}, got {sigma_sampling!r}")
     if not samples:
         raise ValueError("training_batch needs at least one sample")
     frames = {s.num_latent_frames for s in samples}
@@ -88,7 +93,10 @@ def training_batch(world_model, samples: Sequence[EncodedClip], generator: torch
     B = len(samples)
     x0 = torch.stack([s.latents for s in samples]).to(device, torch.float32)
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    sigmas = sample_sigmas(B, generator, logit_mean, logit_std, flow_shift).to(device)
+    if sigma_sampling == "per_frame_uniform_shift":
+        sigmas = sample_frame_sigmas(B, F, generator, flow_shift).to(device)
+    else:
+        sigmas = sample_sigmas(B, generator, logit_mean, logit_std, flow_shift).to(device)
     contexts = torch.ones(B, dtype=torch.long)
     if context_latent_frames > 1:
         pick = torch.rand(B, generator=generator) < 0.5

@@ -7,9 +7,11 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["TrainConfig", "PRESETS", "LR_SCHEDULES", "lr_factor"]
+__all__ = ["TrainConfig", "PRESETS", "LR_SCHEDULES", "SIGMA_SAMPLINGS", "lr_factor"]
 
 LR_SCHEDULES = ("constant", "cosine")
+# How training draws noise levels: one per clip, logit-normal (ours) or one per latent frame, uniform (the reference).
+SIGMA_SAMPLINGS = ("per_clip_logit_normal", "per_frame_uniform_shift")
 MIN_LR_FRACTION = 0.1  # where the cosine schedule ends, as a fraction of the peak learning rate
 
 
@@ -35,7 +37,16 @@ class TrainConfig:
     stage: 0 trains the camera-conditioned backbone (transformer + camera embedding, no memory; a side branch
         stays frozen and unfed): pretraining for a small backbone that has no pretrained video model behind it
         (mirage-tiny), before stages 1 and 2. 1 trains the side branch on the frozen backbone (VAE frozen too);
-        2 adds LoRA on the backbone's self-attention and trains LoRA + side branch.
+        2 adds LoRA on the backbone's self-attention and trains LoRA + side branch (LoRA only with
+        ``freeze_side_branch``).
+    freeze_side_branch: stage 2 keeps the side branch frozen (bit-identical) and trains LoRA (+ the camera
+        embedding when ``train_camera_embedding``), as the reference's "lora" stage does; stages 0 and 1 ignore it
+        (stage 1 trains the side branch either way, the reference's "vace" stage). Default False: ours trains
+        both jointly in stage 2.
+    sigma_sampling: "per_clip_logit_normal" (default: one noise level per clip, sigmoid(N(logit_mean,
+        logit_std)) shifted by ``flow_shift``) or "per_frame_uniform_shift" (the reference's: one per latent
+        frame, U[0, 1) shifted by ``flow_shift``; logit_mean / logit_std unused). Context frames are clean (0)
+        and out of the loss in both.
     train_camera_embedding: stages 1 and 2 also train the camera embedding (True: a pretrained backbone such
         as Wan2.2 has none; False after stage 0 trained it with the backbone).
     memory_frames: clip frames (pixel indices) that seed each sample's memory, as the first frame of a
@@ -62,6 +73,8 @@ class TrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     flow_shift: float = 5.0
+    sigma_sampling: str = "per_clip_logit_normal"
+    freeze_side_branch: bool = False
     memory_frames: tuple[int, ...] = (0,)
     context_latent_frames: int | None = None
     memory_dropout: float = 0.0
@@ -92,6 +105,14 @@ class TrainConfig:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.sigma_sampling not in SIGMA_SAMPLINGS:
+            problems.append(f"sigma_sampling must be one of {SIGMA_SAMPLINGS}, got {self.sigma_sampling!r}")
+        if not isinstance(self.freeze_side_branch, bool):
+            problems.append(f"freeze_side_branch must be true or false, got {self.freeze_side_branch!r}")
+        if not (isinstance(self.flow_shift, (int, float)) and self.flow_shift > 0):
+            problems.append(f"flow_shift must be positive, got {self.flow_shift!r}")
+        if not self.logit_std > 0:
+            problems.append(f"logit_std must be positive, got {self.logit_std}")
         if self.mixed_precision not in ("no", "bf16"):
             problems.append(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         if not 0.0 <= self.memory_dropout < 1.0:
@@ -145,3 +166,12 @@ PRESETS: dict[str, dict] = {
                      gradient_checkpointing=True, checkpoint_every=500, context_latent_frames=2,
                      memory_dropout=0.1),
 }
+# The reference implementation's training (microsoft/LatentSpatialMemory scripts/train.py defaults) on the same
+# backbone and its README's command: per-frame sigma (U[0, 1) shifted by 5), the side branch frozen in stage 2 (its
+# "lora" stage trains LoRA only), rank-32 LoRA with alpha 32, AdamW lr 1e-5 with weight decay 0.01, a constant rate
+# without warm-up, batch 1 x 4 accumulated, 10000 steps per stage, no memory dropout (it drops retrieved and
+# preceding frames, which our training does not use). Not the reference: its LoRA also covers cross-attention and
+# the FFN (ours: self-attention only).
+PRESETS["reference"] = dict(PRESETS["wan22_5b"], sigma_sampling="per_frame_uniform_shift", freeze_side_branch=True,
+                            lora_rank=32, lora_alpha=32.0, learning_rate=1e-5, weight_decay=0.01, warmup_steps=0,
+                            grad_accum=4, memory_dropout=0.0)

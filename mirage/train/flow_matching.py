@@ -2,8 +2,10 @@
 
     x_s = (1 - s) x0 + s eps,   target v = eps - x0,   timestep = 1000 s
 
-``s`` is drawn per clip from a logit-normal distribution and then shifted towards noise (shift 5 for the
-Wan2.2 5B model, the same ``flow_shift`` its sampler uses): ``s' = shift s / (1 + (shift - 1) s)``.
+``s`` is drawn per clip from a logit-normal distribution (``"per_clip_logit_normal"``, the default) or per latent
+frame from a uniform one (``"per_frame_uniform_shift"``, what the reference's ``scripts/train.py`` does), then
+shifted towards noise (shift 5 for the Wan2.2 5B model, the same ``flow_shift`` its sampler uses):
+``s' = shift s / (1 + (shift - 1) s)``.
 Context frames (the conditioning frame, carried frames) stay clean with timestep 0 and are excluded from
 the loss, exactly as they are re-imposed at every sampling step (:mod:`mirage.pipeline.sampling`).
 """
@@ -13,9 +15,10 @@ from __future__ import annotations
 import torch
 
 from mirage.pipeline.prediction import prediction_to_flow
+from mirage.train.config import SIGMA_SAMPLINGS
 
-__all__ = ["shift_sigmas", "sample_sigmas", "add_noise", "flow_target", "masked_flow_loss", "batch_flow_loss",
-           "MIN_LOSS_SIGMA"]
+__all__ = ["shift_sigmas", "sample_sigmas", "sample_frame_sigmas", "SIGMA_SAMPLINGS", "add_noise", "context_zeroed",
+           "flow_target", "masked_flow_loss", "batch_flow_loss", "MIN_LOSS_SIGMA"]
 
 # Bounds the velocity-loss weight 1 / s^2 of a "sample" (x0) prediction at low noise (Li & He 2025 clip at 0.05).
 MIN_LOSS_SIGMA = 0.05
@@ -37,11 +40,21 @@ def sample_sigmas(batch: int, generator: torch.Generator | None = None, logit_me
     return shift_sigmas(torch.sigmoid(u), shift).clamp(eps, 1.0 - eps)
 
 
+def sample_frame_sigmas(batch: int, frames: int, generator: torch.Generator | None = None, shift: float = 5.0,
+                        eps: float = 1e-3) -> torch.Tensor:
+    """(batch, frames) float32 noise levels, independent per sample and latent frame: U[0, 1), shifted, clamped to
+    [eps, 1 - eps]. With shift k, P(s' <= x) = x / (k - (k - 1) x). The reference draws one such vector per batch
+    (its batch is 1); context frames are set to 0 afterwards (:func:`add_noise`), as its first latent is."""
+    u = torch.rand(batch, frames, generator=generator)
+    return shift_sigmas(u, shift).clamp(eps, 1.0 - eps)
+
+
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, context_frames: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Noisy latents and per-frame noise levels.
 
-    x0, noise: (B, C, F, h, w); sigmas: (B,); context_frames: (F,) or (B, F) bool, True = clean context.
+    x0, noise: (B, C, F, h, w); sigmas: (B,) one per clip or (B, F) one per frame; context_frames: (F,) or (B, F)
+    bool, True = clean context.
     Returns (x_s (B, C, F, h, w), frame_sigmas (B, F)) with context frames exactly x0 and sigma 0.
     """
     if x0.shape != noise.shape or x0.ndim != 5:
@@ -50,11 +63,19 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, conte
     ctx = context_frames if context_frames.ndim == 2 else context_frames[None].expand(B, -1)
     if tuple(ctx.shape) != (B, Fr) or ctx.dtype != torch.bool:
         raise ValueError(f"context_frames must be bool (F,) or (B, F) with F={Fr}, got {tuple(context_frames.shape)}")
-    if tuple(sigmas.shape) != (B,):
-        raise ValueError(f"sigmas must be ({B},), got {tuple(sigmas.shape)}")
-    frame_sigmas = torch.where(ctx.to(sigmas.device), torch.zeros_like(sigmas)[:, None], sigmas[:, None])
+    frame_sigmas = context_zeroed(sigmas, ctx)
     s = frame_sigmas.to(x0.dtype).view(B, 1, Fr, 1, 1)
     return (1.0 - s) * x0 + s * noise, frame_sigmas
+
+
+def context_zeroed(sigmas: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """(B, F) per-frame noise levels: ``sigmas`` ((B,) per clip, or (B, F) per frame) with 0 on the context frames
+    (``context`` (B, F) bool)."""
+    B, Fr = context.shape
+    if tuple(sigmas.shape) not in ((B,), (B, Fr)):
+        raise ValueError(f"sigmas must be ({B},) or ({B}, {Fr}), got {tuple(sigmas.shape)}")
+    per_frame = sigmas if sigmas.ndim == 2 else sigmas[:, None].expand(B, Fr)
+    return torch.where(context.to(sigmas.device), torch.zeros_like(per_frame), per_frame)
 
 
 def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

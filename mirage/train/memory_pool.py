@@ -37,7 +37,8 @@ from mirage.data.encoded_clips import EncodedClip, model_fingerprint
 from mirage.data.memory_task import MemoryTaskDataset
 from mirage.durable import durable_replace
 
-__all__ = ["render_pool", "encode_pool", "pool_files", "latent_dir", "MemoryWindowDataset", "load_room"]
+__all__ = ["render_pool", "render_tum_pool", "encode_pool", "pool_files", "latent_dir", "MemoryWindowDataset",
+           "MixedWindowDataset", "load_room"]
 
 _RAW = ("earlier_rgb", "earlier_depth", "earlier_exclude", "earlier_intrinsics", "earlier_cam_to_world",
         "target_rgb", "target_intrinsics", "target_cam_to_world", "frame_needs_memory")
@@ -60,6 +61,21 @@ def load_room(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"pool file {path} is unreadable ({exc}); delete it to rebuild") from exc
 
 
+def _save_task(task, path: Path, split: str) -> None:
+    """One memory task -> a raw pool file (RGB as uint8, depth float32, cameras, per-frame needs-memory shares)."""
+    e, t = task.earlier, task.target
+    to_u8 = lambda rgb: (rgb.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
+    tensors = {"earlier_rgb": to_u8(e.rgb), "earlier_depth": e.depth.float(),
+               "earlier_exclude": task.memory_sources()["exclude"], "earlier_intrinsics": e.intrinsics.float(),
+               "earlier_cam_to_world": e.cam_to_world.float(), "target_rgb": to_u8(t.rgb),
+               "target_intrinsics": t.intrinsics.float(), "target_cam_to_world": t.cam_to_world.float(),
+               "frame_needs_memory": task.frame_needs_memory.float()}
+    meta = {"name": task.name, "split": split, "variant": task.variant, "room_seed": str(task.room_seed),
+            "accepted": str(task.accepted), "needs_memory": f"{task.needs_memory:.4f}",
+            "scored_frames": json.dumps(list(task.scored_frames))}
+    _save_atomic(tensors, path, meta)
+
+
 def render_pool(directory: str | os.PathLike, split: str, num_rooms: int, image_size: Sequence[int] = (64, 96),
                 first_room: int = 0, shard: int = 0, num_shards: int = 1, progress: bool = True) -> list[Path]:
     """Render rooms ``first_room .. first_room + num_rooms - 1`` of ``split`` into ``directory/raw/``.
@@ -77,18 +93,31 @@ def render_pool(directory: str | os.PathLike, split: str, num_rooms: int, image_
         paths.append(path)
         if path.is_file():
             continue
-        task = tasks[i]
-        e, t = task.earlier, task.target
-        to_u8 = lambda rgb: (rgb.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
-        tensors = {"earlier_rgb": to_u8(e.rgb), "earlier_depth": e.depth.float(),
-                   "earlier_exclude": task.memory_sources()["exclude"], "earlier_intrinsics": e.intrinsics.float(),
-                   "earlier_cam_to_world": e.cam_to_world.float(), "target_rgb": to_u8(t.rgb),
-                   "target_intrinsics": t.intrinsics.float(), "target_cam_to_world": t.cam_to_world.float(),
-                   "frame_needs_memory": task.frame_needs_memory.float()}
-        meta = {"name": task.name, "split": split, "variant": task.variant, "room_seed": str(task.room_seed),
-                "accepted": str(task.accepted), "needs_memory": f"{task.needs_memory:.4f}",
-                "scored_frames": json.dumps(list(task.scored_frames))}
-        _save_atomic(tensors, path, meta)
+        _save_task(tasks[i], path, split)
+    return paths
+
+
+def render_tum_pool(directory: str | os.PathLike, source: str, image_size: Sequence[int] = (64, 96),
+                    split: str = "train", camera: str | None = None, progress: bool = True, **task_kwargs
+                    ) -> list[Path]:
+    """Real training samples into ``directory/raw/``: the memory tasks of :func:`mirage.data.tum.tum_training_tasks`
+    on a TUM sequence ``source`` (``DIR`` or ``DIR@START:END``, :func:`mirage.data.tum.parse_tum_source`; give the
+    training part only, so that a held-out part stays unseen), one file per window, in the procedural pool's format
+    (so :func:`encode_pool` and :class:`MemoryWindowDataset` take them unchanged). ``task_kwargs`` go to
+    ``tum_training_tasks``. Windows already on disk are still classified (cheap) but not rewritten."""
+    from mirage.data.tum import TUMSequence, parse_tum_source, tum_training_tasks
+
+    root, frames = parse_tum_source(source)
+    sequence = TUMSequence(root, camera=camera, frames=frames)
+    raw = Path(directory) / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task in tqdm(tum_training_tasks(sequence, image_size, **task_kwargs), desc="real windows",
+                     disable=not progress):
+        path = raw / f"{task.name}.safetensors"
+        paths.append(path)
+        if not path.is_file():
+            _save_task(task, path, split)
     return paths
 
 
@@ -202,6 +231,37 @@ class MemoryWindowDataset(Dataset):
                            image_size=self.image_size, name=f"{meta.get('name', '')}@{s}")
 
 
+class MixedWindowDataset(Dataset):
+    """Two window datasets mixed: item ``i`` is, with probability ``fraction`` (drawn from
+    ``torch.Generator().manual_seed(seed * 1_000_003 + i + 1)``, so deterministic and resumable), an item of
+    ``secondary`` (an index drawn from the same generator), else ``primary[i]``. len = ``len(primary)``.
+    mirage-tiny's real-data fine-tune: primary = the procedural pool, secondary = real windows
+    (``mirage train --data memory-pool --pool P --real-pool Q --real-fraction 0.3``)."""
+
+    def __init__(self, primary: Dataset, secondary: Dataset, fraction: float, seed: int = 0):
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"the mixing fraction must be in [0, 1], got {fraction}")
+        if len(primary) == 0 or len(secondary) == 0:
+            raise ValueError("both datasets of a mix need items")
+        self.primary, self.secondary, self.fraction, self.seed = primary, secondary, float(fraction), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.primary)
+
+    def source(self, index: int) -> tuple[str, int]:
+        """("primary" | "secondary", the index into it) of item ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index) + 1)
+        if float(torch.rand((), generator=g)) < self.fraction:
+            return "secondary", int(torch.randint(len(self.secondary), (1,), generator=g))
+        return "primary", int(index)
+
+    def __getitem__(self, index: int) -> EncodedClip:
+        which, i = self.source(index)
+        return (self.secondary if which == "secondary" else self.primary)[i]
+
+
 def main(argv=None) -> int:
     """``python -m mirage.train.memory_pool render|encode ...`` (the pool steps of mirage-tiny's train.sh)."""
     import argparse
@@ -216,6 +276,18 @@ def main(argv=None) -> int:
     r.add_argument("--width", type=int, default=96)
     r.add_argument("--shard", type=int, default=0)
     r.add_argument("--num-shards", type=int, default=1)
+    t = sub.add_parser("render-tum", help="real training windows of a TUM sequence (part) into POOL/raw")
+    t.add_argument("pool")
+    t.add_argument("--tum", required=True, metavar="DIR[@START:END]",
+                   help="the sequence, or its training part (e.g. DIR@0:415: frames 0..414)")
+    t.add_argument("--height", type=int, default=64)
+    t.add_argument("--width", type=int, default=96)
+    t.add_argument("--frames", type=int, default=33, help="frames per target window (1 + 4k)")
+    t.add_argument("--frame-strides", type=int, nargs="+", default=[1, 2])
+    t.add_argument("--memory-frames", type=int, default=16)
+    t.add_argument("--min-history", type=int, default=64, help="frames before the first window (its memory)")
+    t.add_argument("--step", type=int, default=8, help="frames between window starts")
+    t.add_argument("--tum-camera", default=None)
     e = sub.add_parser("encode", help="encode POOL/raw with a world model's autoencoder into POOL/latents-<hash>")
     e.add_argument("pool")
     e.add_argument("--model", required=True, help="world model directory (its autoencoder encodes)")
@@ -227,6 +299,11 @@ def main(argv=None) -> int:
         paths = render_pool(args.pool, args.split, args.rooms, (args.height, args.width), shard=args.shard,
                             num_shards=args.num_shards)
         print(f"{len(paths)} {args.split} rooms in {Path(args.pool) / 'raw'}")
+    elif args.command == "render-tum":
+        paths = render_tum_pool(args.pool, args.tum, (args.height, args.width), camera=args.tum_camera,
+                                num_frames=args.frames, frame_strides=args.frame_strides,
+                                memory_frames=args.memory_frames, min_history=args.min_history, step=args.step)
+        print(f"{len(paths)} real windows in {Path(args.pool) / 'raw'}")
     else:
         from mirage.pipeline import MirageWorldModel
 

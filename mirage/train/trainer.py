@@ -4,7 +4,9 @@ Stage 0 (a small backbone with no pretrained video model behind it, mirage-tiny)
 backbone: transformer + camera embedding, no memory. Stage 1 trains the memory side branch (and the camera
 embedding when ``TrainConfig.train_camera_embedding``, for a backbone that never had one); the backbone and VAE
 are frozen (their weights stay bit-identical). Stage 2 attaches LoRA to the backbone's self-attention
-(:func:`mirage.models.lora.add_lora`) and trains LoRA + side branch (+ camera embedding, as in stage 1).
+(:func:`mirage.models.lora.add_lora`) and trains LoRA + side branch (+ camera embedding, as in stage 1); with
+``TrainConfig.freeze_side_branch`` it trains LoRA only and the side branch stays bit-identical (the reference's
+"lora" stage).
 
 Runs on CPU and GPUs through ``accelerate`` (device placement, bf16 autocast, several GPUs with
 ``accelerate launch``). Every source of randomness of a step (which clips, noise, noise levels, memory
@@ -161,7 +163,8 @@ class Trainer:
     def _setup_trainable(self) -> None:
         """Paper-style stages: 0 = the camera-conditioned backbone (transformer + camera embedding; a side branch, if
         the model has one, stays frozen and unfed); 1 = the side branch on the frozen backbone (+ the camera
-        embedding when ``train_camera_embedding``); 2 = 1 + LoRA on the backbone's self-attention."""
+        embedding when ``train_camera_embedding``); 2 = 1 + LoRA on the backbone's self-attention (without the
+        side branch when ``freeze_side_branch``)."""
         transformer, cfg = self.transformer, self.config
         transformer.requires_grad_(False)
         if cfg.stage == 0:
@@ -174,7 +177,7 @@ class Trainer:
                                  "(load it with side_branch=True)")
             if cfg.stage == 2 and LORA_ADAPTER not in lora_adapters(transformer):
                 add_lora(transformer, rank=cfg.lora_rank, alpha=cfg.lora_alpha, adapter_name=LORA_ADAPTER)
-            transformer.side_branch.requires_grad_(True)
+            transformer.side_branch.requires_grad_(not (cfg.stage == 2 and cfg.freeze_side_branch))
             if cfg.train_camera_embedding and transformer.camera_embedding is not None:
                 transformer.camera_embedding.requires_grad_(True)
             if cfg.stage == 2:
@@ -222,7 +225,8 @@ class Trainer:
             return training_batch(self.world_model, self._encoded(items), self.micro_generator(micro_step),
                                   context_latent_frames=self.context_latent_frames, logit_mean=cfg.logit_mean,
                                   logit_std=cfg.logit_std, flow_shift=cfg.flow_shift,
-                                  memory_dropout=cfg.memory_dropout, use_memory=cfg.stage > 0)
+                                  memory_dropout=cfg.memory_dropout, use_memory=cfg.stage > 0,
+                                  sigma_sampling=cfg.sigma_sampling)
 
     def loss(self, batch: TrainingBatch) -> torch.Tensor:
         """Flow-matching loss of one batch (float32 scalar, with grad)."""
