@@ -20,7 +20,7 @@ import torch
 
 from mirage.camera import scale_intrinsics
 
-__all__ = ["crop_box", "fit_intrinsics", "fit_to_size", "KeyframeSelector"]
+__all__ = ["FIT_BACKENDS", "crop_box", "fit_intrinsics", "fit_to_size", "nearest_indices", "KeyframeSelector"]
 
 
 def crop_box(src_size: tuple[int, int], dst_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -47,13 +47,52 @@ def fit_intrinsics(K: torch.Tensor, src_size: tuple[int, int], dst_size: tuple[i
     return scale_intrinsics(K, (crop_h, crop_w), (int(dst_size[0]), int(dst_size[1])))
 
 
-def fit_to_size(rgb: np.ndarray, depth: np.ndarray, K: torch.Tensor, size: tuple[int, int]):
+FIT_BACKENDS = ("auto", "cv2", "torch")
+
+
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` samples resampling ``n_in`` (torch's ``nearest-exact``, PIL's nearest).
+
+    Sample ``i`` takes source pixel ``floor((i + 0.5) * n_in / n_out)``, clamped to ``n_in - 1``."""
+    scale = np.float32(n_in) / np.float32(n_out)  # in float32, as torch's CPU kernel computes it
+    idx = np.floor((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.int64)
+    return np.minimum(idx, n_in - 1)
+
+
+def _resize_rgb(crop: np.ndarray, size: tuple[int, int], backend: str) -> torch.Tensor:
+    """(H, W, 3) uint8 (a view is fine) -> (3, h, w) float32 in [0, 255], area resampling."""
+    h, w = size
+    H, W = crop.shape[:2]
+    if (H, W) == (h, w):
+        return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()
+    if backend == "auto":  # cv2's INTER_AREA is a true area average when both axes shrink (or stay)
+        backend = "cv2" if H >= h and W >= w else "torch"
+    if backend == "cv2":
+        import cv2
+
+        small = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA)  # uint8, rounded
+        return torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).float()
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float()
+    return torch.nn.functional.interpolate(x[None], size=(h, w), mode="area")[0]
+
+
+def fit_to_size(rgb: np.ndarray, depth: np.ndarray, K: torch.Tensor, size: tuple[int, int], backend: str = "auto"):
     """Centre-crop a frame to the aspect ratio of ``size = (h, w)`` and resize it there.
 
     rgb (H, W, 3) uint8, depth (H, W) float32 metres, K (3, 3) at (H, W). Returns rgb (3, h, w) float32 in
     [0, 1] (area resampling), depth (h, w) float32 (nearest: never blends a foreground and a background
-    depth into a surface that does not exist), K (3, 3) at (h, w).
+    depth into a surface that does not exist, and a hole, 0 or NaN, stays a hole; each output depth is the
+    source pixel that torch's ``nearest-exact`` picks, :func:`nearest_indices`), K (3, 3) at (h, w).
+
+    ``backend`` of the colour resize: ``"cv2"`` (``cv2.INTER_AREA`` on the uint8 pixels: the exact area
+    average, rounded once to a grey level), ``"torch"`` (``interpolate(mode="area")``, i.e. adaptive average
+    pooling over whole-pixel windows: the same average for whole-number factors, up to about one pixel's
+    gradient apart for others) or ``"auto"`` (cv2 when the crop shrinks in both axes, which is what it is fast
+    and exact for; torch when it is enlarged, where cv2's INTER_AREA turns into a bilinear filter).
+    ``bench/ros_ingest.py --fit-bench`` compares the two.
     """
+    if backend not in FIT_BACKENDS:
+        raise ValueError(f"backend must be one of {FIT_BACKENDS}, got {backend!r}")
     rgb, depth = np.asarray(rgb), np.asarray(depth)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
@@ -63,12 +102,12 @@ def fit_to_size(rgb: np.ndarray, depth: np.ndarray, K: torch.Tensor, size: tuple
     h, w = int(size[0]), int(size[1])
     y0, x0, crop_h, crop_w = crop_box((H, W), (h, w))
     K_fit = fit_intrinsics(K, (H, W), (h, w))
-    rgb_t = torch.from_numpy(np.ascontiguousarray(rgb[y0:y0 + crop_h, x0:x0 + crop_w])).permute(2, 0, 1).float()
-    depth_t = torch.from_numpy(np.ascontiguousarray(depth[y0:y0 + crop_h, x0:x0 + crop_w], dtype=np.float32))
-    if (crop_h, crop_w) != (h, w):
-        rgb_t = torch.nn.functional.interpolate(rgb_t[None], size=(h, w), mode="area")[0]
-        depth_t = torch.nn.functional.interpolate(depth_t[None, None], size=(h, w), mode="nearest-exact")[0, 0]
-    return (rgb_t / 255.0).clamp_(0.0, 1.0), depth_t, K_fit
+    rgb_t = _resize_rgb(rgb[y0:y0 + crop_h, x0:x0 + crop_w], (h, w), backend)
+    # depth: a gather of the nearest source pixels (no copy of the full frame, nothing averaged)
+    rows = y0 + nearest_indices(crop_h, h)
+    cols = x0 + nearest_indices(crop_w, w)
+    depth_t = torch.from_numpy(np.ascontiguousarray(depth[rows[:, None], cols[None, :]], dtype=np.float32))
+    return rgb_t.div_(255.0).clamp_(0.0, 1.0), depth_t, K_fit
 
 
 class KeyframeSelector:

@@ -8,8 +8,10 @@ segment. Fast DDS reads the profile when a process creates its first participant
 it), and the camera driver's process needs it too (the segment belongs to the writer).
 
 It sets ``FASTDDS_DEFAULT_PROFILES_FILE`` (read by Fast DDS 3: ROS 2 Kilted and later, and the PyPI wheels) and,
-where ``ROS_DISTRO`` names a distribution that ships Fast DDS 2 (Humble, Iron, Jazzy),
-``FASTRTPS_DEFAULT_PROFILES_FILE`` (the only name Fast DDS 2 reads; Fast DDS 3 warns that it is deprecated),
+where Fast DDS 2 is installed (``ROS_DISTRO`` names a distribution that ships it: Humble, Iron, Jazzy; or, with
+the PyPI wheels and no ``ROS_DISTRO``, the ament index on ``AMENT_PREFIX_PATH`` has Fast DDS 2's package
+``fastrtps`` and not Fast DDS 3's ``fastdds``: the Jazzy wheels), ``FASTRTPS_DEFAULT_PROFILES_FILE`` (the only
+name Fast DDS 2 reads; Fast DDS 3 warns that it is deprecated),
 unless the user already set either, and only when the RMW is Fast DDS (``RMW_IMPLEMENTATION`` unset or
 ``rmw_fastrtps_*``). What it decided is kept in :data:`decision` for the nodes to log.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PROFILE_NAME", "PROFILE_VARIABLES", "find_profile", "use_large_data_profile", "decision"]
+__all__ = ["PROFILE_NAME", "PROFILE_VARIABLES", "find_profile", "is_fast_dds_2", "use_large_data_profile", "decision"]
 
 PROFILE_NAME = "fastdds_large_data.xml"
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
@@ -39,6 +41,20 @@ def find_profile() -> Path | None:
             return candidate
     candidate = Path(__file__).resolve().parents[1] / "config" / PROFILE_NAME
     return candidate if candidate.is_file() else None
+
+
+def _indexed(env, package: str) -> bool:
+    """Whether an ament prefix on ``env``'s AMENT_PREFIX_PATH registers ``package``."""
+    return any((Path(prefix) / "share" / "ament_index" / "resource_index" / "packages" / package).exists()
+               for prefix in filter(None, env.get("AMENT_PREFIX_PATH", "").split(os.pathsep)))
+
+
+def is_fast_dds_2(env) -> bool:
+    """Whether the Fast DDS of this environment is 2.x (reads FASTRTPS_DEFAULT_PROFILES_FILE only)."""
+    distro = env.get("ROS_DISTRO", "").lower()
+    if distro:
+        return distro in FASTDDS2_DISTROS
+    return _indexed(env, "fastrtps") and not _indexed(env, "fastdds")
 
 
 def use_large_data_profile(environ: dict | None = None) -> str:
@@ -64,7 +80,7 @@ def use_large_data_profile(environ: dict | None = None) -> str:
             line = (f"DDS: {PROFILE_NAME} not found (install the package or run from the repository); Fast DDS keeps "
                     "its 512 KB shared-memory segment and loses large images between processes")
         else:
-            fast_dds_2 = env.get("ROS_DISTRO", "").lower() in FASTDDS2_DISTROS
+            fast_dds_2 = is_fast_dds_2(env)
             for name in PROFILE_VARIABLES if fast_dds_2 else PROFILE_VARIABLES[:1]:
                 env[name] = str(profile)
             _applied = str(profile)

@@ -42,6 +42,19 @@ def wait_future(future, timeout: float, what: str = "future") -> Any:
     return future.result()
 
 
+# Distributions without ROS_AUTOMATIC_DISCOVERY_RANGE (added in Iron): they read ROS_LOCALHOST_ONLY instead, which
+# Iron and Jazzy still honour with a warning on every rcl init (and which overrides the range there).
+LOCALHOST_ONLY_DISTROS = ("foxy", "galactic", "humble")
+
+
+def keep_discovery_local(environ) -> None:
+    """Keep DDS discovery on this host unless ``environ`` already says otherwise (ROS_AUTOMATIC_DISCOVERY_RANGE;
+    ROS_LOCALHOST_ONLY only where ROS_DISTRO names a distribution that knows no range)."""
+    environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if environ.get("ROS_DISTRO", "").lower() in LOCALHOST_ONLY_DISTROS:
+        environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+
+
 class LocalGraph:
     """Nodes of one process on one executor spinning in a daemon thread (:meth:`start`) or in the caller (:meth:`spin`).
 
@@ -61,8 +74,7 @@ class LocalGraph:
 
         use_large_data_profile()  # before the first participant of this process exists
         if localhost_only:
-            os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-            os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # pre-Jazzy distributions
+            keep_discovery_local(os.environ)
         if context is None:
             context = rclpy.Context()
             rclpy.init(context=context, **({"domain_id": int(domain_id)} if domain_id is not None else {}))

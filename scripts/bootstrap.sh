@@ -6,12 +6,20 @@
 #   scripts/bootstrap.sh [--verbose] [--force]
 #
 # Environment: MIRAGE_VENV (default <repo>/.venv), MIRAGE_PYTHON (interpreter that creates the venv; default
-# python3.11, else python3), MIRAGE_SKIP_ROS=1 (library only). With ROS_DISTRO set (a sourced ROS 2
-# installation) no ROS wheels are installed and colcon builds against that installation.
+# python3.11, else python3), MIRAGE_SKIP_ROS=1 (library only), MIRAGE_ROS_DISTRO (which ROS 2 wheels: kilted,
+# the default, or jazzy: requirements-ros-jazzy.txt into .venv-jazzy, built into build-jazzy/ install-jazzy/,
+# the Kilted ones untouched). With ROS_DISTRO set (a sourced ROS 2 installation) no ROS wheels are installed
+# and colcon builds against that installation.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${MIRAGE_VENV:-$ROOT/.venv}"
+_mirage_root="$ROOT"
+# shellcheck source=scripts/distro.sh
+. "$ROOT/scripts/distro.sh"  # MIRAGE_ROS_DISTRO -> the venv, requirements and colcon directories
+[ -z "$_mirage_distro_error" ] || { echo "bootstrap: ERROR: $_mirage_distro_error" >&2; exit 2; }
+MIRAGE_ROS_DISTRO="${MIRAGE_ROS_DISTRO:-kilted}"
+VENV="$_mirage_venv" BUILD="$_mirage_build" INSTALL="$_mirage_install" LOGS="$_mirage_logs"
+ROS_REQUIREMENTS="$_mirage_requirements"
 TORCH_VERSION="2.13.0"
 VERBOSE=0
 FORCE=0
@@ -19,7 +27,7 @@ for arg in "$@"; do
   case "$arg" in
     -v|--verbose) VERBOSE=1 ;;
     -f|--force) FORCE=1 ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bootstrap: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,9 +65,9 @@ hash_files() {  # content hash of the given files/dirs (missing ones count as ab
 cd "$ROOT"
 
 # One bootstrap at a time per checkout (parallel test runs would otherwise build into the same dirs).
-mkdir -p "$ROOT/build"
+mkdir -p "$BUILD"
 if command -v flock >/dev/null 2>&1; then
-  exec 9>"$ROOT/build/.bootstrap.lock"
+  exec 9>"$BUILD/.bootstrap.lock"
   flock 9
 fi
 
@@ -97,7 +105,7 @@ say "python $PYVER, ROS mode: $ROS_MODE"
 
 # --------------------------------------------------------------------------------- python packages
 PIP_STAMP="$VENV/.mirage-bootstrap-pip"
-pip_key="$(hash_files pyproject.toml mirage/__init__.py requirements-ros.txt scripts/bootstrap.sh)-$ROS_MODE-$PYVER"  # __init__: the version
+pip_key="$(hash_files pyproject.toml mirage/__init__.py "$ROS_REQUIREMENTS" scripts/bootstrap.sh)-$ROS_MODE-$PYVER"  # __init__: the version
 if [ "$FORCE" = 1 ] || [ "$(cat "$PIP_STAMP" 2>/dev/null)" != "$pip_key" ]; then
   step "installing Python packages into $VENV (the first time takes a few minutes)"
   # torch first and explicitly: left to the resolver, a plain `torch` requirement pulls the multi-GB CUDA build.
@@ -126,10 +134,16 @@ if [ "$FORCE" = 1 ] || [ "$(cat "$PIP_STAMP" 2>/dev/null)" != "$pip_key" ]; then
     fi
   fi
   say "installing mirage (editable) with test extras"
-  run "${PIP[@]}" install -e ".[test]"
-  if [ "$ROS_MODE" = wheels ]; then
-    say "installing ROS 2 wheels (requirements-ros.txt)"
-    run "${PIP[@]}" install -r requirements-ros.txt
+  if [ "$ROS_MODE" = wheels ] && [ "$MIRAGE_ROS_DISTRO" != kilted ]; then
+    # one resolution, so the distribution's pins (Jazzy: numpy<2) also choose the library's dependencies
+    say "with the ROS 2 $MIRAGE_ROS_DISTRO wheels ($ROS_REQUIREMENTS)"
+    run "${PIP[@]}" install -e ".[test]" -r "$ROS_REQUIREMENTS"
+  else
+    run "${PIP[@]}" install -e ".[test]"
+  fi
+  if [ "$ROS_MODE" = wheels ] && [ "$MIRAGE_ROS_DISTRO" = kilted ]; then
+    say "installing ROS 2 wheels ($ROS_REQUIREMENTS)"
+    run "${PIP[@]}" install -r "$ROS_REQUIREMENTS"
   elif [ "$ROS_MODE" = system ] && ! command -v colcon >/dev/null 2>&1; then
     run "${PIP[@]}" install colcon-common-extensions
   fi
@@ -154,6 +168,14 @@ if [ "$ROS_MODE" = wheels ]; then
   fi
   export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  # LD_LIBRARY_PATH in a fixed order (mirage_ros/wheels_path.py): ros-wheels-bootstrapper orders it through a set.
+  site="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  if ! cmp -s mirage_ros/wheels_path.py "$site/_mirage_ros_wheels_path.py"; then
+    say "installing the LD_LIBRARY_PATH order into $site"
+    cp mirage_ros/wheels_path.py "$site/_mirage_ros_wheels_path.py"
+  fi
+  [ "$(cat "$site/_mirage_ros_wheels_path.pth" 2>/dev/null)" = "import _mirage_ros_wheels_path" ] ||
+    echo "import _mirage_ros_wheels_path" >"$site/_mirage_ros_wheels_path.pth"
 fi
 command -v cmake >/dev/null 2>&1 || die "cmake not found (apt-get install cmake, or pip install cmake)"
 command -v c++ >/dev/null 2>&1 || die "no C++ compiler found (apt-get install g++)"
@@ -163,34 +185,34 @@ command -v colcon >/dev/null 2>&1 || die "colcon not found"
 have_tf2_msgs=0
 IFS=: read -r -a prefixes <<<"${AMENT_PREFIX_PATH:-}"
 for p in "${prefixes[@]}"; do
-  case "$p" in "$ROOT/install"|"$ROOT/install/"*) continue ;; esac
+  case "$p" in "$INSTALL"|"$INSTALL/"*) continue ;; esac
   [ -e "$p/share/ament_index/resource_index/packages/tf2_msgs" ] && have_tf2_msgs=1
 done
 # colcon builds mirage_ros from a copy of its files under build/: with the venv inside the repository, CMake
 # refuses to export the venv's NumPy include dir from a package whose source dir contains it. cp -a keeps
 # mtimes, so an unchanged interface is not regenerated.
-SRC="$ROOT/build/.src/mirage_ros"
+SRC="$BUILD/.src/mirage_ros"
 package_paths=("$SRC")
 [ "$have_tf2_msgs" = 0 ] && package_paths+=("$ROOT/third_party/tf2_msgs")
 for pkg_path in "${package_paths[@]}"; do  # a build dir configured from another source dir cannot be reused
-  cache="$ROOT/build/$(basename "$pkg_path")/CMakeCache.txt"
+  cache="$BUILD/$(basename "$pkg_path")/CMakeCache.txt"
   if [ -f "$cache" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$pkg_path" "$cache"; then
     rm -rf "$(dirname "$cache")"
   fi
 done
 
-ROS_STAMP="$ROOT/install/.mirage-bootstrap-ros"
+ROS_STAMP="$INSTALL/.mirage-bootstrap-ros"
 ros_key="$(hash_files package.xml CMakeLists.txt msg srv action mirage_ros scripts/ros launch config third_party/tf2_msgs)-$ROS_MODE-$have_tf2_msgs-$VENV"
-if [ "$FORCE" = 1 ] || [ ! -f "$ROOT/install/setup.bash" ] || [ "$(cat "$ROS_STAMP" 2>/dev/null)" != "$ros_key" ]; then
+if [ "$FORCE" = 1 ] || [ ! -f "$INSTALL/setup.bash" ] || [ "$(cat "$ROS_STAMP" 2>/dev/null)" != "$ros_key" ]; then
   rm -rf "$SRC" && mkdir -p "$SRC/scripts"
   for item in package.xml CMakeLists.txt msg srv action mirage_ros launch config scripts/ros; do
     [ -e "$ROOT/$item" ] && cp -a "$ROOT/$item" "$SRC/$item"
   done
-  step "building the ROS package mirage_ros with colcon into install/"
+  step "building the ROS package mirage_ros with colcon into $(basename "$INSTALL")/"
   say "building ROS interfaces with colcon (tf2_msgs fallback: $([ "$have_tf2_msgs" = 0 ] && echo yes || echo no))"
-  run colcon --log-base "$ROOT/log" build \
+  run colcon --log-base "$LOGS" build \
     --paths "${package_paths[@]}" \
-    --build-base "$ROOT/build" --install-base "$ROOT/install" \
+    --build-base "$BUILD" --install-base "$INSTALL" \
     --cmake-args -DBUILD_TESTING=OFF "-DPython3_EXECUTABLE=$PYTHON"
   echo "$ros_key" >"$ROS_STAMP"
 fi

@@ -210,17 +210,20 @@ class MirageWorldModel:
         return LatentSpatialMemory(**kw)
 
     @torch.no_grad()
-    def observe(self, memory, rgb, depth, intrinsics, cam_to_world, exclude=None) -> int:
+    def observe(self, memory, rgb, depth, intrinsics, cam_to_world, exclude=None, latents=None) -> int:
         """Write frame(s) into ``memory`` (``memory.observe_batch`` with :meth:`encode_images` as the encoder).
 
         rgb (3, H, W) or (N, 3, H, W) in [0, 1]; depth (H, W) / (N, H, W) metres; intrinsics (3, 3) or (N, 3, 3)
-        at (H, W); cam_to_world (4, 4) / (N, 4, 4); exclude (H, W) / (N, H, W) bool or None. Returns the number
-        of cells written; raises ValueError on bad input, leaving the memory unchanged."""
+        at (H, W); cam_to_world (4, 4) / (N, 4, 4); exclude (H, W) / (N, H, W) bool or None; latents (N, C, h, w):
+        ``encode_images(rgb)`` computed beforehand (e.g. outside a lock), or None to encode here. Returns the
+        number of cells written; raises ValueError on bad input, leaving the memory unchanged."""
         if not isinstance(rgb, torch.Tensor) or rgb.ndim not in (3, 4):
             raise ValueError(f"rgb must have shape (3, H, W) or (N, 3, H, W), got {tuple(getattr(rgb, 'shape', ()))}")
         if rgb.ndim == 3:
             rgb, depth, cam_to_world = rgb[None], depth[None], cam_to_world[None]
             exclude = None if exclude is None else exclude[None]
+        if latents is not None:
+            return memory.observe_batch(rgb, depth, intrinsics, cam_to_world, exclude, latents=latents)
         return memory.observe_batch(rgb, depth, intrinsics, cam_to_world, exclude, encode=self.encode_images)
 
     @contextlib.contextmanager

@@ -37,6 +37,13 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     Row padding (``step`` larger than a row) is dropped and ``is_bigendian`` honoured. Raises ValueError on an
     unknown encoding or when ``step`` / the data size do not fit ``height`` x ``width``.
     """
+    pixels = _wire_pixels(msg)
+    return pixels.astype(pixels.dtype.newbyteorder("="), copy=True)
+
+
+def _wire_pixels(msg: Any) -> np.ndarray:
+    """:func:`image_to_numpy` without the copy: the message's own bytes where the rows have no padding, in the
+    wire's byte order (read-only use; a converter makes its own output array from it)."""
     encoding = str(msg.encoding)
     if encoding not in IMAGE_ENCODINGS:
         raise ValueError(f"unsupported image encoding {encoding!r}; supported: {sorted(IMAGE_ENCODINGS)}")
@@ -52,7 +59,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
         raise ValueError(f"image data has {data.size} bytes, expected step*height = {step}*{height} = {step * height}")
     rows = data.reshape(height, step)[:, :row_bytes]
     wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    pixels = np.ascontiguousarray(rows).view(wire).astype(dtype, copy=True)
+    pixels = np.ascontiguousarray(rows).view(wire)
     return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, channels)
 
 
@@ -119,11 +126,10 @@ def image_to_depth(msg: Any) -> np.ndarray:
     encoding = str(msg.encoding)
     if encoding not in DEPTH_ENCODINGS:
         raise ValueError(f"unsupported depth encoding {encoding!r}; expected one of {DEPTH_ENCODINGS}")
-    raw = image_to_numpy(msg)
+    raw = _wire_pixels(msg)  # no copy: each branch writes a new float32 array in one pass
     if encoding == "16UC1":
-        return raw.astype(np.float32) * np.float32(1e-3)
-    depth = raw.astype(np.float32, copy=False)
-    return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0)).astype(np.float32)
+        return np.multiply(raw, np.float32(1e-3), dtype=np.float32)
+    return np.where(np.isfinite(raw) & (raw > 0), raw, np.float32(0.0)).astype(np.float32, copy=False)
 
 
 def depth_to_image(depth: np.ndarray | torch.Tensor, encoding: str = "32FC1", *, stamp: Any = None,

@@ -35,6 +35,7 @@ import torch
 from mirage.frames import KeyframeSelector, fit_intrinsics, fit_to_size
 from mirage_ros.conversions.compressed import CorruptPayload, is_compressed
 from mirage_ros.conversions.time import NS_PER_SECOND
+from mirage_ros.core.stage_times import StageTimes
 from mirage_ros.core.tf_hold import PoseHold
 
 __all__ = ["FramePair", "TransformUnavailable", "IngestStats", "CameraModel", "CameraTable", "FrameIngestor"]
@@ -60,6 +61,8 @@ class FramePair:
 
     ``camera``: name of the camera in the node's ``cameras`` parameter ("" for one unnamed camera);
     ``optical_frame``: its optical frame when the parameter overrides the images' header.frame_id ("" keeps it).
+    ``timing``: seconds per stage so far (:mod:`~mirage_ros.core.stage_times`), filled by the ingestor;
+    ``mark``: when the last stage ended (the ingestor's clock; starts at ``arrival``).
     """
 
     rgb: Any
@@ -68,6 +71,14 @@ class FramePair:
     arrival: float
     camera: str = ""
     optical_frame: str = ""
+    timing: dict[str, float] = field(default_factory=dict)
+    mark: float | None = None
+
+    def lap(self, stage: str, now: float) -> None:
+        """``stage`` ended at ``now``: its duration is the time since the previous stage ended."""
+        start = self.arrival if self.mark is None else self.mark
+        self.timing[stage] = now - start
+        self.mark = now
 
 
 @dataclass
@@ -86,6 +97,8 @@ class IngestStats:
     latencies: list[float] = field(default_factory=list)  # recent latencies (bounded)
     last_error: str = ""
     last_tf_error: str = ""     # why the last frame found no pose
+    set_stages: StageTimes = field(default_factory=StageTimes)       # every posed set: queue .. select
+    keyframe_stages: StageTimes = field(default_factory=StageTimes)  # every inserted keyframe: every stage
 
     def record_latency(self, seconds: float, keep: int = 10000) -> None:
         self.last_insert_latency = float(seconds)
@@ -190,6 +203,7 @@ class FrameIngestor:
         self.paused = False  # set by the node's ~/set_ingest_paused: frames are counted and dropped
         self.hold = hold
         self.encoder = encoder
+        self.fit_backend = "auto"  # mirage.frames.fit_to_size's colour resize (the ingest bench compares them)
 
     @property
     def camera_frame(self) -> str:
@@ -238,7 +252,7 @@ class FrameIngestor:
             rgb, depth = convert_compressed_pair(pair)
         else:
             rgb, depth = conv.image_to_rgb(pair.rgb), conv.image_to_depth(pair.depth)
-        if not (np.isfinite(depth) & (depth > 0)).any():
+        if not depth.max(initial=0.0) > 0:  # the converters write 0 where there is no depth (never NaN or inf)
             raise ValueError("depth has no valid pixel (all zero, negative, NaN or inf)")
         return rgb, depth
 
@@ -252,31 +266,41 @@ class FrameIngestor:
     def _checked(self, pair: FramePair):
         """Step 1: header check (no pixels); counts the frame. None while ingest is paused (counted, not posed)."""
         self.stats.frames_in += 1
+        pair.lap("queue", self.clock())
         if self.paused:
             self.stats.frames_paused += 1
             return None
         try:
-            return self.check(pair)
+            checked = self.check(pair)
         except ValueError as exc:
             self._reject(exc)
             raise
+        pair.lap("check", self.clock())
+        return checked
 
-    def _pose(self, checked) -> np.ndarray:
+    def _pose(self, pair: FramePair, checked) -> np.ndarray:
         """Step 2: camera pose (4, 4) at the stamp; TransformUnavailable (with ``retry``) when there is none."""
         frame_id, stamp = checked[0], checked[1]
+        start = self.clock()
         try:
-            return np.asarray(self.lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
+            c2w = np.asarray(self.lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - the buffer's error type is not ours to know
             self.stats.last_tf_error = (f"no transform {self.world_frame} <- {frame_id} at "
                                         f"t={stamp / NS_PER_SECOND:.3f} s: {exc}")
             raise TransformUnavailable(self.stats.last_tf_error, retry=bool(self.retryable(exc))) from None
+        pair.lap("hold", start)  # since the check: 0 unless the set waited in the hold
+        pair.lap("pose", self.clock())
+        return c2w
 
     def _select(self, pair: FramePair, checked, c2w: np.ndarray) -> bool:
         """Step 3: record the camera, keyframe? (per camera). True for a keyframe candidate."""
         frame_id, stamp, K, size = checked
         self.stats.frames_posed += 1
         self.cameras.record(CameraModel(frame_id, K, size, stamp, pair.camera))
-        if not self.selector(pair.camera or frame_id).is_keyframe(c2w):
+        keyframe = self.selector(pair.camera or frame_id).is_keyframe(c2w)
+        pair.lap("select", self.clock())
+        self.stats.set_stages.add_all(pair.timing)
+        if not keyframe:
             self.stats.frames_skipped += 1
             return False
         return True
@@ -289,6 +313,7 @@ class FrameIngestor:
         """
         pair, checked, c2w = candidate
         frame_id, _, K, _ = checked
+        pair.lap("encoder_queue", self.clock())
         if self.paused:  # paused while this candidate queued (or waited in the hold)
             self.stats.frames_paused += 1
             return False
@@ -302,21 +327,35 @@ class FrameIngestor:
         except ValueError as exc:
             self._reject(exc)
             raise
-        rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, self.image_size)
-        # 5. encode + insert, the library's one observe path, under the memory's writer lock
+        pair.lap("convert", self.clock())
+        rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, self.image_size, self.fit_backend)
+        pair.lap("fit", self.clock())
+        # 5. encode (outside the memory's lock: goals keep reading meanwhile) + insert, the library's one observe
+        # path, under the memory's writer lock
         try:
+            latents = self._encode_latents(rgb_t)
+            pair.lap("encode", self.clock())
             written = self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float(),
-                                          skip_if=lambda: self.paused)
+                                          skip_if=lambda: self.paused, latents=latents)
         except ValueError as exc:  # the model or the memory refused the frame; the memory is unchanged
             self._reject(exc)
             raise
         if written is None:  # paused while this frame was decoded or waited for the memory
             self.stats.frames_paused += 1
             return False
+        now = self.clock()
+        pair.lap("insert", now)
         selector.accept(c2w)
         self.stats.keyframes += 1
-        self.stats.record_latency(self.clock() - pair.arrival)
+        self.stats.keyframe_stages.add_all(pair.timing)
+        self.stats.record_latency(now - pair.arrival)
         return True
+
+    def _encode_latents(self, rgb: torch.Tensor) -> torch.Tensor | None:
+        """The model's latents of one fitted frame (1, C, h, w), or None for a model without ``encode_images``
+        (then ``observe`` encodes under the lock, and the encode stage's time counts as insert)."""
+        encode = getattr(self.world_model, "encode_images", None)
+        return None if encode is None else encode(rgb[None])
 
     def _insert(self, pair: FramePair, checked, c2w: np.ndarray) -> bool | None:
         """Steps 3-5 (None: the candidate went to the encoder)."""
@@ -334,7 +373,7 @@ class FrameIngestor:
         if checked is None:
             return False
         try:
-            c2w = self._pose(checked)
+            c2w = self._pose(pair, checked)
         except TransformUnavailable:
             self.stats.frames_dropped_tf += 1
             raise
@@ -351,7 +390,7 @@ class FrameIngestor:
         if checked is None:
             return False
         try:
-            c2w = self._pose(checked)
+            c2w = self._pose(pair, checked)
         except TransformUnavailable as exc:
             if self.hold is None or not self.hold.enabled or not exc.retry:
                 self.stats.frames_dropped_tf += 1
@@ -378,7 +417,7 @@ class FrameIngestor:
         def ready(entry) -> bool:
             pair, checked = entry
             try:
-                c2w = self._pose(checked)
+                c2w = self._pose(pair, checked)
             except TransformUnavailable:
                 return False
             try:

@@ -230,3 +230,43 @@ def test_pause_holds_in_both_stages(world_model):
     ingest.paused = False
     assert ingest.offer(pair(stamp_ns=2)) is None and ingest.encode(queued.pop()) is True
     assert ingest.stats.keyframes == 1 and len(holder.memory) > 0
+
+
+def test_every_stage_of_a_keyframe_is_timed_and_they_sum_to_its_latency(world_model):
+    """A clock that advances 1 ms a read: each stage gets its own duration and they add up to the latency (the
+    bench's table explains the latency it prints)."""
+    from mirage_ros.core.stage_times import SET_STAGES, STAGES
+
+    ingest, holder, poses = make(world_model)
+    ticks = iter(range(1, 10_000))
+    ingest.clock = lambda: next(ticks) * 1e-3
+    c2w = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    poses[("cam", 1_000_000_000)] = c2w
+    poses[("cam", 2_000_000_000)] = c2w  # the same pose again: posed, not a keyframe
+    assert ingest.process(pair()) is True
+    assert ingest.process(pair(stamp_ns=2_000_000_000)) is False
+    keyframe = ingest.stats.keyframe_stages.summary()
+    assert list(keyframe) == list(STAGES)
+    assert all(n == 1 and 0 <= p50 for n, p50, _ in keyframe.values())
+    assert sum(p50 for _, p50, _ in keyframe.values()) == pytest.approx(ingest.stats.latencies[0], abs=1e-9)
+    every_set = ingest.stats.set_stages.summary()
+    assert list(every_set) == list(SET_STAGES) and all(n == 2 for n, _, _ in every_set.values())
+
+
+def test_fit_backends_insert_the_same_points(world_model):
+    """The node's default (cv2 for a shrinking crop) and the torch path insert the same points: depth is the same
+    nearest gather either way; only the colour differs, as far as tests/test_frames.py bounds it."""
+    c2w = look_at([0, 0, 1], [1, 0, 1]).double().numpy()
+    memories = {}
+    for backend in ("cv2", "torch"):
+        ingest, holder, poses = make(world_model)
+        ingest.fit_backend = backend
+        poses[("cam", 1_000_000_000)] = c2w
+        rng = np.random.default_rng(5)
+        big = pair(K=make_intrinsics(200.0, 200.0, 160.0, 120.0), info_size=(240, 320),
+                   rgb=rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),
+                   depth=(1.5 + rng.random((240, 320))).astype(np.float32))
+        assert ingest.process(big) is True
+        memories[backend] = holder.memory
+    torch.testing.assert_close(memories["cv2"].points, memories["torch"].points)  # depth is identical (nearest)
+    assert memories["cv2"].features.shape == memories["torch"].features.shape

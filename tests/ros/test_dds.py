@@ -56,3 +56,22 @@ def test_the_profile_has_a_large_segment_and_keeps_udp():
     participant = root.find(".//d:participant", ns)
     assert participant.get("is_default_profile") == "true"
     assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
+
+
+def test_fast_dds_2_is_recognised_from_the_ament_index_of_wheels(tmp_path):
+    """PyPI wheels set no ROS_DISTRO: the Jazzy wheels register Fast DDS 2's package fastrtps, Kilted's fastdds."""
+    def prefix(name, *packages):
+        index = tmp_path / name / "share" / "ament_index" / "resource_index" / "packages"
+        index.mkdir(parents=True)
+        for package in packages:
+            (index / package).touch()
+        return str(tmp_path / name)
+
+    jazzy, kilted = prefix("jazzy", "fastrtps", "rclpy"), prefix("kilted", "fastdds", "fastrtps_cmake_module")
+    assert dds.is_fast_dds_2({"AMENT_PREFIX_PATH": jazzy})
+    assert not dds.is_fast_dds_2({"AMENT_PREFIX_PATH": kilted}) and not dds.is_fast_dds_2({})
+    assert not dds.is_fast_dds_2({"AMENT_PREFIX_PATH": f"{jazzy}:{kilted}"})  # Fast DDS 3 installed wins
+    assert not dds.is_fast_dds_2({"AMENT_PREFIX_PATH": jazzy, "ROS_DISTRO": "kilted"})  # a sourced ROS decides
+    env = {"AMENT_PREFIX_PATH": jazzy}
+    dds.use_large_data_profile(env)
+    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(dds.find_profile())

@@ -109,3 +109,19 @@ def test_installed_executables_call_the_new_modules():
             assert callable(getattr(importlib.import_module(module), function))
     """)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("distro, localhost_only", [("", False), ("kilted", False), ("jazzy", False),
+                                                    ("humble", True)])
+def test_discovery_stays_local_without_the_variable_jazzy_warns_about(distro, localhost_only):
+    """ROS_AUTOMATIC_DISCOVERY_RANGE everywhere; ROS_LOCALHOST_ONLY only before Iron (Jazzy's rcl warns on every
+    init that it is deprecated, and lets it override the range). A value the user set is kept."""
+    from mirage_ros.run import keep_discovery_local
+
+    env = {"ROS_DISTRO": distro} if distro else {}
+    keep_discovery_local(env)
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert ("ROS_LOCALHOST_ONLY" in env) == localhost_only
+    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
+    keep_discovery_local(env)
+    assert env == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
