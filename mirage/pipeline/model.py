@@ -215,7 +215,7 @@ class MirageWorldModel:
 
         rgb (3, H, W) or (N, 3, H, W) in [0, 1]; depth (H, W) / (N, H, W) metres; intrinsics (3, 3) or (N, 3, 3)
         at (H, W); cam_to_world (4, 4) / (N, 4, 4); exclude (H, W) / (N, H, W) bool or None; latents (N, C, h, w):
-        ``encode_images(rgb)`` computed beforehand (e.g. outside a lock), or None to encode here. Returns the
+        ``encode_images(rgb)`` computed beforehand (e.g. timed apart from the insert), or None to encode here. Returns the
         number of cells written; raises ValueError on bad input, leaving the memory unchanged."""
         if not isinstance(rgb, torch.Tensor) or rgb.ndim not in (3, 4):
             raise ValueError(f"rgb must have shape (3, H, W) or (N, 3, H, W), got {tuple(getattr(rgb, 'shape', ()))}")

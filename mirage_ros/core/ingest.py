@@ -330,13 +330,12 @@ class FrameIngestor:
         pair.lap("convert", self.clock())
         rgb_t, depth_t, K_t = fit_to_size(rgb, depth, K, self.image_size, self.fit_backend)
         pair.lap("fit", self.clock())
-        # 5. encode (outside the memory's lock: goals keep reading meanwhile) + insert, the library's one observe
-        # path, under the memory's writer lock
+        # 5. encode + insert, the library's one observe path, under the memory's writer lock (which also serialises
+        # the world model's per-call state against a goal's rollout)
         try:
-            latents = self._encode_latents(rgb_t)
-            pair.lap("encode", self.clock())
             written = self.holder.observe(self.world_model, rgb_t, depth_t, K_t, torch.from_numpy(c2w).float(),
-                                          skip_if=lambda: self.paused, latents=latents)
+                                          skip_if=lambda: self.paused,
+                                          on_encoded=lambda: pair.lap("encode", self.clock()))
         except ValueError as exc:  # the model or the memory refused the frame; the memory is unchanged
             self._reject(exc)
             raise
@@ -350,12 +349,6 @@ class FrameIngestor:
         self.stats.keyframe_stages.add_all(pair.timing)
         self.stats.record_latency(now - pair.arrival)
         return True
-
-    def _encode_latents(self, rgb: torch.Tensor) -> torch.Tensor | None:
-        """The model's latents of one fitted frame (1, C, h, w), or None for a model without ``encode_images``
-        (then ``observe`` encodes under the lock, and the encode stage's time counts as insert)."""
-        encode = getattr(self.world_model, "encode_images", None)
-        return None if encode is None else encode(rgb[None])
 
     def _insert(self, pair: FramePair, checked, c2w: np.ndarray) -> bool | None:
         """Steps 3-5 (None: the candidate went to the encoder)."""

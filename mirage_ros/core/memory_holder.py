@@ -127,19 +127,24 @@ class MemoryHolder:
             self._memory = memory
 
     def observe(self, world_model, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
-                cam_to_world: torch.Tensor, skip_if=None, latents: torch.Tensor | None = None) -> int | None:
+                cam_to_world: torch.Tensor, skip_if=None, on_encoded=None) -> int | None:
         """One keyframe through ``world_model.observe`` (encode + insert) under the lock; returns cells written.
 
         rgb (3, H, W) in [0, 1], depth (H, W) metres, intrinsics (3, 3) at (H, W) = the model's size,
-        cam_to_world (4, 4). ``latents``: the frame's ``world_model.encode_images(rgb[None])``, computed before the
-        lock (then only the insert holds it); None encodes under the lock. ValueError from the model or the memory
-        leaves the memory unchanged. ``skip_if()`` is asked once the lock is taken; True skips the insert and
-        returns None (a pause that came while this call waited for the lock).
+        cam_to_world (4, 4). ValueError from the model or the memory leaves the memory unchanged.
+        ``skip_if()`` is asked once the lock is taken; True skips the insert and returns None (a pause that came
+        while this call waited for the lock). The encode runs under the lock too: the lock is what serialises the
+        world model's per-call state (the causal VAE's caches) against a goal's rollout. ``on_encoded()`` is
+        called between encode and insert (the ingest's stage timing); a model without ``encode_images``
+        encodes inside ``observe``, after it.
         """
-        extra = {} if latents is None else {"latents": latents}
         with self.exclusive("ingest") as memory:
             if skip_if is not None and skip_if():
                 return None
+            encode = getattr(world_model, "encode_images", None)
+            extra = {} if encode is None else {"latents": encode(rgb[None])}
+            if on_encoded is not None:
+                on_encoded()
             written = world_model.observe(memory, rgb, depth, intrinsics, cam_to_world, **extra)
             self.keyframes += 1
             return written

@@ -10,8 +10,9 @@ A set's stages, in order (what the input -> memory latency of a keyframe is the 
     encoder_queue   keyframe candidate handed to the encoder -> the encode worker takes it
     convert         pixels: Image / CompressedImage -> rgb uint8, depth float32 metres (keyframes only)
     fit             :func:`mirage.frames.fit_to_size`: crop, resize, K
-    encode          the model's encoder (``world_model.encode_images``), outside the memory lock
-    insert          waiting for the memory's writer lock + back-project and insert the latents
+    encode          waiting for the memory's writer lock (held by a goal for its rollout: the lock serialises the
+                    world model), then the model's encoder (``world_model.encode_images``)
+    insert          back-project and insert the latents
 
 :class:`StageTimes` keeps the recent values of each stage (bounded) and summarises them as median / p95; the
 ingest benchmark prints that table next to the latency it explains.
