@@ -58,17 +58,9 @@ class LatentSpatialMemory(LatentFeatureMemory):
         cam_to_world (T, 4, 4); exclude (T, H, W) bool or None. Returns the number of cells written.
         Everything is validated before ``encode`` runs; ValueError leaves the memory unchanged.
         """
-        # 1. Check the frames, so bad input costs no encode and changes nothing.
-        depth, intrinsics, cam_to_world, exclude = check_frames(depth, intrinsics, cam_to_world, exclude)
-        check_rgb(rgb, depth)
-        if latents is None and encode is None:
-            raise ValueError("observe_batch needs latents (T, C, h, w) or an encode callable, got neither")
-        if latents is not None:
-            self.check_latents(latents, depth.shape, "latents")
-        else:
-            # 2. Encode, and hold the encoder's output to the same contract.
-            latents = encode(rgb)
-            self.check_latents(latents, depth.shape, "encode(rgb)")
+        # 1-2. Check the frames (nothing encoded, nothing changed on bad input), then encode and check the latents.
+        depth, intrinsics, cam_to_world, exclude, latents = self.checked_frames(rgb, depth, intrinsics, cam_to_world,
+                                                                                exclude, encode, latents)
         # 3. Lift and commit.
         return self._store_frames(latents, depth, intrinsics, cam_to_world, exclude, rgb)
 

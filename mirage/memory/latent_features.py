@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from mirage.memory.base import PointMemory
+from mirage.memory.lifting import check_frames, check_rgb
 
 __all__ = ["LatentFeatureMemory", "describe_shape"]
 
@@ -75,6 +76,21 @@ class LatentFeatureMemory(PointMemory):
             raise ValueError(f"latent grid {h}x{w} ({name}) does not divide the depth image {H}x{W}")
         if not torch.isfinite(latents).all():
             raise ValueError(f"{name} have non-finite values")
+
+    def checked_frames(self, rgb, depth, intrinsics, cam_to_world, exclude, encode, latents):
+        """Step 1-2 of ``observe_batch``: validate the frames (before any encode, so bad input costs nothing and
+        changes nothing), then take ``latents`` or ``encode(rgb)`` and hold them to :meth:`check_latents`.
+        Returns (depth (T, H, W), intrinsics (T, 3, 3), cam_to_world (T, 4, 4), exclude or None, latents)."""
+        depth, intrinsics, cam_to_world, exclude = check_frames(depth, intrinsics, cam_to_world, exclude)
+        check_rgb(rgb, depth)
+        if latents is None and encode is None:
+            raise ValueError("observe_batch needs latents (T, C, h, w) or an encode callable, got neither")
+        if latents is not None:
+            self.check_latents(latents, depth.shape, "latents")
+        else:
+            latents = encode(rgb)
+            self.check_latents(latents, depth.shape, "encode(rgb)")
+        return depth, intrinsics, cam_to_world, exclude, latents
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict:

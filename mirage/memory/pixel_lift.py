@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mirage.memory.latent_features import LatentFeatureMemory
-from mirage.memory.lifting import check_frames, check_grid_sizes, check_rgb, lift_frames, pool_depth, to_uint8_colors
+from mirage.memory.lifting import check_grid_sizes, lift_frames, pool_depth, to_uint8_colors
 from mirage.memory.protocol import Encoder, Readout
 from mirage.memory.readout import check_views, pixel_visibility, read_points
 
@@ -60,6 +60,7 @@ class PixelLiftMemory(LatentFeatureMemory):
 
     FORMAT = "mirage.PixelLiftMemory"
     KIND = "pixel_lift"
+
     # ------------------------------------------------------------------ observe
     def observe_batch(self, rgb: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
                       cam_to_world: torch.Tensor, exclude: torch.Tensor | None = None, *,
@@ -70,16 +71,9 @@ class PixelLiftMemory(LatentFeatureMemory):
         cam_to_world (T, 4, 4); exclude (T, H, W) bool or None. Returns the number of points written.
         Everything is validated before ``encode`` runs; ValueError leaves the memory unchanged.
         """
-        # 1. Check the frames (nothing encoded, nothing changed on bad input).
-        depth, intrinsics, cam_to_world, exclude = check_frames(depth, intrinsics, cam_to_world, exclude)
-        check_rgb(rgb, depth)
-        if latents is None and encode is None:
-            raise ValueError("observe_batch needs latents (T, C, h, w) or an encode callable, got neither")
-        if latents is not None:
-            self.check_latents(latents, depth.shape, "latents")
-        else:
-            latents = encode(rgb)
-            self.check_latents(latents, depth.shape, "encode(rgb)")
+        # 1-2. Check the frames (nothing encoded, nothing changed on bad input), then encode and check the latents.
+        depth, intrinsics, cam_to_world, exclude, latents = self.checked_frames(rgb, depth, intrinsics, cam_to_world,
+                                                                                exclude, encode, latents)
         T, H, W = depth.shape
         # 2. Upsample the features and lift one point per valid pixel.
         dev = self.device

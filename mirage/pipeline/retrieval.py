@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import torch
 
-from mirage.camera import invert_pose, scale_intrinsics
+from mirage.camera import project, scale_intrinsics
+from mirage.memory.store import voxel_keys
 from mirage.pipeline.chunks import Chunk
 from mirage.pipeline.conditioning import ChunkConditioning, chunk_conditioning
 
 __all__ = ["visible_voxels", "voxel_iou", "record_visibility", "select_reference_frames", "with_reference_frames"]
-
-_OFFSET = 1 << 20  # voxel coordinates within +-2^20 voxels pack into 21 bits each
-
 
 def visible_voxels(points: torch.Tensor, intrinsics: torch.Tensor, cam_to_world: torch.Tensor, image_size,
                    latent_size, voxel: float) -> torch.Tensor:
     """Sorted unique int64 keys (M,) of the ``voxel``-sized voxels of the ``points`` (N, 3) in view: in front of
     the camera and projecting inside its latent image (``latent_size``; intrinsics (3, 3) at ``image_size``)."""
     K = scale_intrinsics(intrinsics.double(), image_size, latent_size)
-    cam = (invert_pose(cam_to_world.double()) @ torch.cat([points.double(), torch.ones_like(points[:, :1],
-                                                          dtype=torch.float64)], 1).T).T[:, :3]
-    z = cam[:, 2]
-    u, v = cam[:, 0] * K[0, 0] / z + K[0, 2], cam[:, 1] * K[1, 1] / z + K[1, 2]
+    uv, z = project(points.double(), K, cam_to_world.double())
+    u, v = uv[:, 0], uv[:, 1]
     keep = (z > 0) & (u >= 0) & (u < latent_size[1]) & (v >= 0) & (v < latent_size[0])
-    cells = torch.floor(points[keep].double() / voxel).long() + _OFFSET
-    return torch.unique((cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2])
+    return torch.unique(voxel_keys(points[keep], voxel))
 
 
 def voxel_iou(a: torch.Tensor, b: torch.Tensor) -> float:
