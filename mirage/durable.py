@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["fsync_path", "durable_replace"]
+__all__ = ["fsync_path", "durable_replace", "save_safetensors"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -36,6 +36,22 @@ def durable_replace(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
     fsync_path(tmp)
     os.replace(tmp, target)
     _fsync_dir(Path(target).resolve().parent)
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write a safetensors file at ``path`` atomically and durably: to a hidden temporary name beside it (one per
+    process, so writers of different shards never share one), then :func:`durable_replace`. Nothing is left
+    behind when writing fails."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        durable_replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -25,13 +25,12 @@ from typing import Callable, Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from mirage.camera import latent_frame_indices, valid_depth_mask
 from mirage.data.clip import Clip
-from mirage.durable import durable_replace
+from mirage.durable import save_safetensors
 
 __all__ = ["EncodedClip", "encode_clip", "LatentCache", "CachedLatentDataset", "cache_key"]
 
@@ -136,9 +135,7 @@ class LatentCache:
 
     def save(self, key: str, encoded: EncodedClip) -> None:
         meta = {"name": encoded.name, "image_size": json.dumps(list(encoded.image_size))}
-        tmp = self.directory / f".{key}.{os.getpid()}.tmp"
-        save_file(encoded.to_tensors(), str(tmp), metadata=meta)
-        durable_replace(tmp, self.path(key))
+        save_safetensors(encoded.to_tensors(), self.path(key), meta)
 
     def load(self, key: str) -> EncodedClip:
         path = self.path(key)

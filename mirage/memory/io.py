@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from mirage.durable import durable_replace
+from mirage.durable import durable_replace, save_safetensors
 
 __all__ = ["save_store", "load_store", "write_ply", "read_ply", "FORMAT_VERSION"]
 
@@ -25,24 +25,16 @@ _REQUIRED = ("points", "values", "stamps")
 def save_store(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str, config: dict) -> None:
     """Write ``tensors`` (at least points, values, stamps) and ``config`` to a .safetensors file.
 
-    Written to ``<path>.tmp`` and renamed over ``path`` durably (:func:`mirage.durable.durable_replace`), so a
+    Written to a temporary name and renamed over ``path`` durably (:func:`mirage.durable.save_safetensors`), so a
     reader never sees half a file, and a power cut leaves the old file or the new one.
     """
-    from safetensors.torch import save_file
-
     missing = set(_REQUIRED) - set(tensors)
     if missing:
         raise ValueError(f"save_store: missing tensors {sorted(missing)}")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"format": kind, "format_version": str(FORMAT_VERSION), "config": json.dumps(config),
                 "dtype": str(tensors["values"].dtype).replace("torch.", "")}
-    tmp = f"{os.fspath(path)}.tmp"
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        durable_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_safetensors(tensors, path, metadata)
 
 
 def load_store(path: str | os.PathLike, kinds: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict]:

@@ -29,13 +29,12 @@ from typing import Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from mirage.data.encoded_clips import EncodedClip, model_fingerprint
 from mirage.data.memory_task import MemoryTaskDataset
-from mirage.durable import durable_replace
+from mirage.durable import save_safetensors
 
 __all__ = ["render_pool", "render_tum_pool", "encode_pool", "pool_files", "latent_dir", "MemoryWindowDataset",
            "MixedWindowDataset", "load_room"]
@@ -44,12 +43,6 @@ _RAW = ("earlier_rgb", "earlier_depth", "earlier_exclude", "earlier_intrinsics",
         "target_rgb", "target_intrinsics", "target_cam_to_world", "frame_needs_memory")
 _ENCODED = ("earlier_latents", "earlier_depth", "earlier_exclude", "earlier_intrinsics", "earlier_cam_to_world",
             "target_latents", "target_intrinsics", "target_cam_to_world", "frame_needs_memory")
-
-
-def _save_atomic(tensors: dict, path: Path, metadata: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    durable_replace(tmp, path)
 
 
 def load_room(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -73,7 +66,7 @@ def _save_task(task, path: Path, split: str) -> None:
     meta = {"name": task.name, "split": split, "variant": task.variant, "room_seed": str(task.room_seed),
             "accepted": str(task.accepted), "needs_memory": f"{task.needs_memory:.4f}",
             "scored_frames": json.dumps(list(task.scored_frames))}
-    _save_atomic(tensors, path, meta)
+    save_safetensors(tensors, path, meta)
 
 
 def render_pool(directory: str | os.PathLike, split: str, num_rooms: int, image_size: Sequence[int] = (64, 96),
@@ -169,7 +162,7 @@ def encode_pool(directory: str | os.PathLike, world_model, batch_frames: int = 6
         tensors = {k: raw[k] for k in _ENCODED if k in raw}
         tensors["earlier_latents"] = encode(raw["earlier_rgb"])
         tensors["target_latents"] = encode(raw["target_rgb"])
-        _save_atomic(tensors, target, meta)
+        save_safetensors(tensors, target, meta)
     return out
 
 
